@@ -1,0 +1,212 @@
+"""Checkpoints: safetensors weights + a JSON model card beside them. Loading never unpickles.
+
+A checkpoint named `checkpoints/attention56_mixed_arl` is two files:
+`attention56_mixed_arl.safetensors` (tensors; the card is also copied into its metadata so
+a lone file still loads) and `attention56_mixed_arl.json` (the card, for people and tools).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+from .model import ATTENTION_TYPES, RESIDUAL_MODES, create_model, list_models
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+REQUIRED_CARD_KEYS = ("arch", "attention", "residual", "width", "classes")
+_SAFETENSORS_MAGIC_MAX_HEADER = 100 * 1024 * 1024
+
+
+def _stem(path: str | os.PathLike) -> Path:
+    """`x`, `x.json`, `x.safetensors` all name the checkpoint `x`."""
+    path = Path(path)
+    return path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
+
+
+def atomic_write(target: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename over the target, so a
+    reader (or a crash) never sees half a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def model_card(model: nn.Module, **fields: Any) -> dict:
+    """The architecture part of a card, read off a built model, plus any extra fields."""
+    card = {
+        "arch": getattr(model, "arch", None),
+        "attention": getattr(model, "attention", None),
+        "residual": getattr(model, "residual", None),
+        "width": getattr(model, "width", 1.0),
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+    }
+    card.update(fields)
+    return card
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, card: dict) -> Path:
+    """Write `<path>.safetensors` and `<path>.json` atomically; returns the safetensors path."""
+    from safetensors.torch import save_file
+
+    missing = [k for k in REQUIRED_CARD_KEYS if k not in card]
+    if missing:
+        raise ValueError(f"the card lacks {', '.join(missing)}")
+    stem = _stem(path)
+    weights = stem.with_suffix(".safetensors")
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    text = json.dumps(card, indent=2, sort_keys=False)
+    atomic_write(weights, lambda tmp: save_file(state, tmp, metadata={"card": text}))
+    atomic_write(stem.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text + "\n"))
+    return weights
+
+
+def _validate_card(card: Any, where: Path) -> dict:
+    if not isinstance(card, dict):
+        raise CheckpointError(f"{where} does not hold a model card (a JSON object); re-save the checkpoint.")
+    missing = [k for k in REQUIRED_CARD_KEYS if k not in card]
+    if missing:
+        raise CheckpointError(f"The model card {where} lacks {', '.join(missing)}; re-save it with save_checkpoint.")
+    if card["arch"] not in list_models():
+        raise CheckpointError(f"{where} is for an unknown architecture {card['arch']!r}; "
+                              f"this version knows {', '.join(list_models())}.")
+    if card["attention"] not in ATTENTION_TYPES + ("none",) or card["residual"] not in RESIDUAL_MODES:
+        raise CheckpointError(f"{where} names attention {card['attention']!r} / residual "
+                              f"{card['residual']!r}, which this version does not know.")
+    if not isinstance(card["classes"], list) or not card["classes"]:
+        raise CheckpointError(f"{where}: 'classes' must be a non-empty list of class names.")
+    return card
+
+
+def read_card(path: str | os.PathLike) -> dict:
+    """The card of a checkpoint without loading its weights (for pickers and listings)."""
+    stem = _stem(path)
+    json_path = stem.with_suffix(".json")
+    if json_path.is_file():
+        try:
+            card = json.loads(json_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"The model card {json_path} is not valid JSON ({exc}); restore it "
+                                  "or delete it to use the card stored in the weights.") from None
+        return _validate_card(card, json_path)
+    weights = stem.with_suffix(".safetensors")
+    return _validate_card(_card_from_safetensors(weights), weights)
+
+
+def _card_from_safetensors(weights: Path) -> dict:
+    from safetensors import safe_open
+
+    if not weights.is_file():
+        raise CheckpointError(f"No checkpoint at {weights}: check the path (expected a .safetensors file "
+                              "with a .json card beside it).")
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise CheckpointError(f"{weights} is not a readable safetensors file ({exc}); "
+                              "it may be truncated: download or copy it again.") from None
+    if "card" not in metadata:
+        raise CheckpointError(f"{weights} has no model card: put the .json card beside it.")
+    try:
+        return json.loads(metadata["card"])
+    except json.JSONDecodeError:
+        raise CheckpointError(f"The card stored in {weights} is not valid JSON; put the .json card beside it.") from None
+
+
+def _read_safetensors(weights: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if not weights.is_file():
+        raise CheckpointError(f"No weights at {weights}: the .json card needs its .safetensors file beside it.")
+    try:
+        return load_file(str(weights), device="cpu")
+    except Exception as exc:
+        raise CheckpointError(f"{weights} is not a readable safetensors file ({exc}); "
+                              "it may be truncated: download or copy it again.") from None
+
+
+def _read_torch_file(path: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """A .pt/.pth file, read with weights_only=True so no code in it can run. Accepts a bare
+    state dict or {"state_dict"/"model": ..., "card": {...}}."""
+    if not path.is_file():
+        raise CheckpointError(f"No checkpoint at {path}: check the path.")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} was refused: it is not a plain tensor file that loads without "
+                              f"running code ({first[:200]}). Convert it to .safetensors.") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} does not hold a state dict; save model.state_dict() instead.")
+    card = obj.get("card") if isinstance(obj.get("card"), dict) else None
+    for key in ("state_dict", "model"):
+        if isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors.")
+    return obj, card
+
+
+def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the model a card describes and load its weights strictly; eval mode.
+
+    Raises CheckpointError (with what to do) for a missing, corrupt, unsafe or mismatched file.
+    """
+    path = Path(path)
+    if path.suffix in (".pt", ".pth"):
+        state, card = _read_torch_file(path)
+        if card is None:
+            json_path = path.with_suffix(".json")
+            if not json_path.is_file():
+                raise CheckpointError(f"{path} has no model card: put {json_path.name} beside it.")
+            card = read_card(json_path)
+        card = _validate_card(card, path)
+    else:
+        card = read_card(path)
+        state = _read_safetensors(_stem(path).with_suffix(".safetensors"))
+    model = build_from_card(card)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise CheckpointError(f"The weights in {path} do not fit a {card['arch']} "
+                              f"({card['attention']}, {card['residual']}, width {card['width']}) "
+                              f"as the card says: {detail}") from None
+    return model.to(device).eval(), card
+
+
+def build_from_card(card: dict) -> nn.Module:
+    try:
+        return create_model(card["arch"], attention=card["attention"], residual=card["residual"],
+                            width=float(card["width"]), num_classes=len(card["classes"]))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"The card's architecture fields are invalid ({exc}); fix the .json card.") from None
+
+
+def list_checkpoints(folder: str | os.PathLike = "checkpoints") -> list[tuple[Path, dict]]:
+    """(path stem, card) for every checkpoint in a folder whose card reads; sorted by name.
+    Unreadable cards are skipped here; loading one by path reports what is wrong."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = []
+    for weights in sorted(folder.glob("*.safetensors")):
+        try:
+            found.append((weights.with_suffix(""), read_card(weights)))
+        except CheckpointError:
+            continue
+    return found

@@ -1,0 +1,82 @@
+"""`python -m resattn.evaluate CHECKPOINT`: top-1, per-class accuracy and confusion matrix on
+the val split of the Imagenette pack (or a user's ImageFolder tree)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .data import TensorImageDataset, eval_transform, load_split
+from .device import pick_device
+from .errors import ResattnError
+
+
+@torch.inference_mode()
+def evaluate_model(model: nn.Module, loader: DataLoader, num_classes: int, device: torch.device,
+                   *, progress: bool = False, channels_last: bool = True) -> dict:
+    """Accuracy figures of `model` on every batch of `loader` (labels 0..num_classes-1)."""
+    model.eval()
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    for images, labels in tqdm(loader, desc="eval", disable=not progress, leave=False):
+        logits = model(images.to(device, memory_format=memory_format))
+        predicted = logits.argmax(1).cpu()
+        confusion += torch.bincount(labels * num_classes + predicted, minlength=num_classes ** 2).view(
+            num_classes, num_classes)
+    return metrics_from_confusion(confusion)
+
+
+def metrics_from_confusion(confusion: torch.Tensor) -> dict:
+    per_class = confusion.diag().double() / confusion.sum(1).clamp(min=1).double()
+    return {
+        "top1": round(100.0 * confusion.diag().sum().item() / max(1, confusion.sum().item()), 2),
+        "per_class_top1": [round(100.0 * v, 2) for v in per_class.tolist()],
+        "images": int(confusion.sum()),
+        "confusion": confusion.tolist(),  # rows: true class, columns: predicted class
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m resattn.evaluate", description=__doc__)
+    parser.add_argument("checkpoint", help="checkpoint path (.safetensors, its .json card, or the stem)")
+    parser.add_argument("--data", help="the pack (.npz) or an ImageFolder root with val/ (default: find the pack)")
+    parser.add_argument("--split", default="val", choices=["train", "val"])
+    parser.add_argument("--size", type=int, help="input size (default: the card's eval size)")
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+    try:
+        from .checkpoints import load_checkpoint
+
+        device = pick_device(args.device)
+        model, card = load_checkpoint(args.checkpoint, device=device)
+        model = model.to(memory_format=torch.channels_last)
+        size = args.size or int(card.get("eval_size", card.get("input_size", 224)))
+        images = load_split(args.data, args.split)
+        if images.classes != card["classes"]:
+            raise ResattnError("The data's classes differ from the checkpoint's; evaluate on the data it was trained on.")
+        loader = DataLoader(TensorImageDataset(images, eval_transform(size)), batch_size=args.batch_size)
+        result = evaluate_model(model, loader, len(card["classes"]), device, progress=True)
+    except ResattnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.checkpoint}: top-1 {result['top1']:.2f} % on {result['images']} {args.split} images at {size} px")
+    width = max(len(c) for c in card["classes"])
+    print(f"{'class':<{width}}  top-1 %   " + " ".join(f"{i:>4}" for i in range(len(card["classes"]))))
+    for i, (name, acc) in enumerate(zip(card["classes"], result["per_class_top1"])):
+        row = " ".join(f"{v:>4}" for v in result["confusion"][i])
+        print(f"{name:<{width}}  {acc:7.2f}   {row}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"checkpoint": str(args.checkpoint), "split": args.split, "size": size, **result}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""One forward pass that records, for every attention module, its input, trunk output T,
+soft mask M (after the activation) and combination H = (1+M)·T or M·T.
+
+Hooks are registered for the duration of one call and always removed (also when the forward
+pass raises). Calls on the same model are serialised by a per-model lock, and the hooks
+ignore forward passes made by other threads, so several threads (Streamlit sessions) may
+trace and run models at once.
+"""
+from __future__ import annotations
+
+import threading
+import weakref
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .model import AttentionModule
+
+
+@dataclass
+class ModuleRecord:
+    name: str  # qualified module name, e.g. "stage2.1"
+    stage: int
+    input: torch.Tensor | None = None  # N x C x h x w, what the module received
+    trunk: torch.Tensor | None = None  # T
+    mask: torch.Tensor | None = None  # M after the activation; None when attention="none"
+    output: torch.Tensor | None = None  # H, before the trailing p units
+
+    @property
+    def index(self) -> int:
+        return int(self.name.rsplit(".", 1)[-1])
+
+
+@dataclass
+class Trace:
+    logits: torch.Tensor
+    modules: list[ModuleRecord] = field(default_factory=list)
+
+    def __getitem__(self, name: str) -> ModuleRecord:
+        for record in self.modules:
+            if record.name == name:
+                return record
+        raise KeyError(f"no attention module {name!r}; modules are {', '.join(self.names)}")
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self.modules]
+
+    def to(self, device: str | torch.device) -> "Trace":
+        """A copy with every tensor on `device` (e.g. "cpu" before caching)."""
+        def move(t):
+            return None if t is None else t.to(device)
+        return Trace(move(self.logits), [ModuleRecord(r.name, r.stage, move(r.input), move(r.trunk), move(r.mask),
+                                                       move(r.output)) for r in self.modules])
+
+
+_locks: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
+_locks_guard = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The lock that serialises hooked passes on `model` (also used by interventions)."""
+    with _locks_guard:
+        return _locks.setdefault(model, threading.RLock())
+
+
+def attention_modules(model: nn.Module) -> list[tuple[str, AttentionModule]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, AttentionModule)]
+
+
+def trace(model: nn.Module, images: torch.Tensor, *, grad: bool = False) -> Trace:
+    """Run `images` (N x 3 x H x W float) through `model` once and record every attention
+    module. Under `torch.inference_mode` unless `grad=True` (then the records stay in the
+    autograd graph, for attribution methods)."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"images must be a float tensor N x 3 x H x W, got {shape}")
+    thread = threading.get_ident()
+    records: list[ModuleRecord] = []
+
+    def mine() -> bool:
+        return threading.get_ident() == thread
+
+    with model_lock(model), ExitStack() as hooks:
+        for name, module in attention_modules(model):
+            record = ModuleRecord(name, module.stage)
+            records.append(record)
+
+            def on_input(mod, args, record=record):
+                if mine():
+                    record.input = args[0]
+
+            def on_trunk(mod, args, out, record=record, has_mask=module.soft_mask_branch is not None):
+                if mine():
+                    record.trunk = out
+                    if not has_mask:
+                        record.output = out  # no mask branch: H = T
+
+            def on_mask(mod, args, out, record=record):
+                if mine():
+                    record.mask = out
+
+            def on_output(mod, args, out, record=record):
+                if mine():
+                    record.output = out
+
+            hooks.callback(module.register_forward_pre_hook(on_input).remove)
+            hooks.callback(module.trunk.register_forward_hook(on_trunk).remove)
+            if module.soft_mask_branch is not None:
+                hooks.callback(module.soft_mask_branch.register_forward_hook(on_mask).remove)
+                hooks.callback(module.attention_residual.register_forward_hook(on_output).remove)
+        context = torch.enable_grad() if grad else torch.inference_mode()
+        with context:
+            logits = model(images)
+    return Trace(logits, records)

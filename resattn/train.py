@@ -1,0 +1,312 @@
+"""`python -m resattn.train`: train a Residual Attention Network on the Imagenette pack or an
+ImageFolder tree. Runs unchanged under `torchrun --nproc_per_node=N` (DistributedDataParallel,
+gloo on CPU, nccl on GPU).
+
+Every epoch writes `OUT/last.pt` atomically (model, optimiser, schedule, RNG, position) and a
+line of `OUT/log.jsonl`; `--resume` continues from `last.pt`. Ctrl-C or SIGTERM finishes the
+current step, saves the position inside the epoch, and exits; `--resume` picks it up there.
+At the end the model is evaluated and saved as `OUT/<name>.safetensors` + `<name>.json`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from .checkpoints import IMAGENET_MEAN, IMAGENET_STD, atomic_write, save_checkpoint
+from .data import TensorImageDataset, eval_transform, load_split, synthetic_set, train_transform
+from .device import pick_device
+from .errors import ResattnError
+from .evaluate import evaluate_model
+from .model import create_model, list_models
+
+STATE_FILE = "last.pt"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m resattn.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="attention56", choices=list_models())
+    p.add_argument("--attention", default="mixed", choices=["mixed", "channel", "spatial", "none"])
+    p.add_argument("--residual", default="arl", choices=["arl", "nal"])
+    p.add_argument("--width", type=float, default=0.25, help="channel multiplier (1.0 = the paper)")
+    p.add_argument("--input-size", type=int, default=112, help="train crop size")
+    p.add_argument("--eval-size", type=int, default=128, help="val / inference input size")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=64, help="per process")
+    p.add_argument("--lr", type=float, default=0.2, help="peak learning rate of the one-cycle schedule")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=5e-4, help="on conv/linear weights only")
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--warmup", type=float, default=0.25, help="fraction of steps spent rising to --lr")
+    p.add_argument("--min-scale", type=float, default=0.35, help="smallest random-resized-crop area")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", help="the pack (.npz) or an ImageFolder root with train/ and val/")
+    p.add_argument("--synthetic", type=int, default=0, help="train on N generated images (tests)")
+    p.add_argument("--limit", type=int, help="at most this many images per class")
+    p.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs (and after the last)")
+    p.add_argument("--out", default="runs/attention56", help="output folder")
+    p.add_argument("--name", help="checkpoint name (default: <model>_<attention>_<residual>)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--stop-after", type=int, help="stop (as on SIGTERM) after this many steps (tests)")
+    return p.parse_args(argv)
+
+
+# ------------------------------------------------------------------------- distributed
+
+def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device). Under torchrun the env vars are set; otherwise 1 process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = pick_device(device_name)
+    if world > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cpu":
+        # Share the cores between the processes instead of oversubscribing them.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    return rank, world, device
+
+
+def any_rank(flag: bool, world: int) -> bool:
+    """True when `flag` is true on at least one process (so all stop at the same step)."""
+    if world == 1:
+        return flag
+    t = torch.tensor([int(flag)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+# ------------------------------------------------------------------------------ setup
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on conv and linear weights; none on BN parameters and biases."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        (decay if param.ndim > 1 else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def project_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parents[1], timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def hardware(device: torch.device, world: int) -> str:
+    if device.type == "cuda":
+        what = torch.cuda.get_device_name(device)
+    else:
+        what = f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    return f"{world} x {what}" if world > 1 else what
+
+
+class Trainer:
+    def __init__(self, args: argparse.Namespace, rank: int, world: int, device: torch.device) -> None:
+        self.args, self.rank, self.world, self.device = args, rank, world, device
+        self.out = Path(args.out)
+        torch.manual_seed(args.seed)  # same initial weights on every rank
+        if args.synthetic:
+            data = synthetic_set(args.synthetic, size=max(args.input_size, args.eval_size), seed=args.seed)
+            self.train_set, self.val_set = data, synthetic_set(args.synthetic // 2, size=data.images.shape[1],
+                                                               seed=args.seed + 1)
+        else:
+            self.train_set = load_split(args.data, "train", limit=args.limit)
+            self.val_set = load_split(args.data, "val", limit=args.limit)
+        self.classes = self.train_set.classes
+        model = create_model(args.model, attention=args.attention, residual=args.residual,
+                             width=args.width, num_classes=len(self.classes))
+        self.model = model.to(device, memory_format=torch.channels_last)
+        self.ddp = DistributedDataParallel(self.model) if world > 1 else self.model
+        self.train_data = TensorImageDataset(self.train_set, train_transform(args.input_size, args.min_scale))
+        self.sampler = DistributedSampler(self.train_data, num_replicas=world, rank=rank, shuffle=True,
+                                          seed=args.seed, drop_last=True)
+        self.steps_per_epoch = len(self.sampler) // args.batch_size
+        if self.steps_per_epoch == 0:
+            raise ResattnError("The batch size is larger than the training set per process; lower --batch-size.")
+        self.optimizer = torch.optim.SGD(parameter_groups(self.model, args.weight_decay), lr=args.lr,
+                                         momentum=args.momentum, nesterov=True)
+        self.schedule = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer, max_lr=args.lr, total_steps=args.epochs * self.steps_per_epoch,
+            pct_start=args.warmup, div_factor=25.0, final_div_factor=1e3)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+        self.epoch, self.step, self.elapsed = 0, 0, 0.0
+        self.stop_requested = False
+        self.seed_augmentation()
+
+    # -- resumable state -------------------------------------------------------------
+    def state(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(), "epoch": self.epoch, "step": self.step,
+                "elapsed": self.elapsed, "args": vars(self.args)}
+
+    def save_state(self) -> None:
+        if self.rank == 0:
+            atomic_write(self.out / STATE_FILE, lambda tmp: torch.save(self.state(), tmp))
+
+    def load_state(self) -> None:
+        path = self.out / STATE_FILE
+        if not path.is_file():
+            raise ResattnError(f"Nothing to resume: {path} does not exist. Start without --resume.")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.epoch, self.step, self.elapsed = state["epoch"], state["step"], state["elapsed"]
+        self.seed_augmentation()
+
+    def seed_augmentation(self) -> None:
+        # Each rank draws different crops; the stream is a function of the position, so a
+        # resumed run continues with fresh (not repeated) randomness.
+        torch.manual_seed(self.args.seed + 7919 * self.rank + 104729 * (self.epoch * 100000 + self.step))
+
+    # -- loop ------------------------------------------------------------------------
+    def batches(self) -> DataLoader:
+        """This epoch's batches in the sampler's deterministic order, skipping those already
+        done when resuming inside an epoch."""
+        self.sampler.set_epoch(self.epoch)
+        indices = list(self.sampler)[self.step * self.args.batch_size:self.steps_per_epoch * self.args.batch_size]
+        return DataLoader(self.train_data, batch_size=self.args.batch_size, sampler=indices,
+                          num_workers=self.args.workers, persistent_workers=False)
+
+    def train_epoch(self) -> dict | None:
+        self.ddp.train()
+        seen = correct = 0
+        loss_sum = 0.0
+        started = time.perf_counter()
+        bar = tqdm(self.batches(), total=self.steps_per_epoch, initial=self.step, disable=self.rank != 0,
+                   desc=f"epoch {self.epoch + 1}/{self.args.epochs}", dynamic_ncols=True)
+        for images, labels in bar:
+            images = images.to(self.device, memory_format=torch.channels_last, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)
+            logits = self.ddp(images)
+            loss = self.criterion(logits, labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.schedule.step()
+            self.step += 1
+            seen += len(labels)
+            correct += (logits.argmax(1) == labels).sum().item()
+            loss_sum += loss.item() * len(labels)
+            rate = seen * self.world / (time.perf_counter() - started)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}", img_s=f"{rate:.0f}")
+            if self.args.stop_after and self.step >= self.args.stop_after:
+                self.stop_requested = True
+            if any_rank(self.stop_requested, self.world):
+                self.elapsed += time.perf_counter() - started
+                return None
+        self.elapsed += time.perf_counter() - started
+        return {"train_loss": round(loss_sum / max(seen, 1), 4), "train_top1": round(100 * correct / max(seen, 1), 2),
+                "img_per_s": round(seen * self.world / (time.perf_counter() - started), 1)}
+
+    def evaluate(self) -> dict:
+        loader = DataLoader(TensorImageDataset(self.val_set, eval_transform(self.args.eval_size)), batch_size=100)
+        return evaluate_model(self.model, loader, len(self.classes), self.device)
+
+    def run(self) -> Path | None:
+        while self.epoch < self.args.epochs:
+            row = self.train_epoch()
+            if row is None:  # interrupted: keep the position inside the epoch
+                self.save_state()
+                if self.rank == 0:
+                    print(f"stopped at epoch {self.epoch + 1} step {self.step}; state saved to "
+                          f"{self.out / STATE_FILE}; continue with --resume", file=sys.stderr)
+                return None
+            self.epoch, self.step = self.epoch + 1, 0
+            last = self.epoch == self.args.epochs
+            if self.rank == 0:
+                if last or self.epoch % self.args.eval_every == 0:
+                    metrics = self.evaluate()
+                    row |= {"val_top1": metrics["top1"]}
+                row = {"epoch": self.epoch, "lr": self.schedule.get_last_lr()[0], **row,
+                       "elapsed_s": round(self.elapsed, 1)}
+                with open(self.out / "log.jsonl", "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                tqdm.write(json.dumps(row))
+            self.save_state()
+        return self.finish() if self.rank == 0 else None
+
+    def finish(self) -> Path:
+        metrics = self.evaluate()
+        a = self.args
+        name = a.name or f"{a.model}_{a.attention}_{a.residual}"
+        card = {
+            "arch": a.model, "attention": a.attention, "residual": a.residual, "width": a.width,
+            "classes": self.classes, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+            "input_size": a.eval_size, "train_size": a.input_size,
+            "weights": "trained with resattn.train (see recipe)",
+            "metrics": {"val_top1": metrics["top1"], "val_per_class_top1": metrics["per_class_top1"],
+                        "val_images": metrics["images"], "eval_size": a.eval_size},
+            "recipe": {
+                "command": "python -m resattn.train " + " ".join(shlex.quote(x) for x in sys.argv[1:]),
+                "seed": a.seed, "epochs": a.epochs, "batch_size": a.batch_size * self.world,
+                "optimizer": f"SGD nesterov momentum {a.momentum}, weight decay {a.weight_decay}",
+                "schedule": f"one-cycle, peak lr {a.lr}, warm-up {a.warmup}",
+                "augmentation": f"random-resized crop {a.input_size} px (scale {a.min_scale}-1), flip",
+                "label_smoothing": a.label_smoothing,
+                "data": "synthetic" if a.synthetic else "imagenette-128 train split",
+                "wall_time_s": round(self.elapsed, 1), "hardware": hardware(self.device, self.world),
+                "processes": self.world, "torch": torch.__version__, "commit": project_commit(),
+            },
+        }
+        path = save_checkpoint(self.out / name, self.model, card)
+        print(f"saved {path} (val top-1 {metrics['top1']:.2f} %)")
+        return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    rank, world = 0, 1
+    try:
+        rank, world, device = setup_distributed(args.device)
+        out = Path(args.out)
+        if args.resume and (out / STATE_FILE).is_file():
+            saved = torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)["args"]
+            # The run's own settings win, so a resumed run is the same run.
+            keep = {"resume", "device", "workers", "stop_after", "data", "out"}
+            args = argparse.Namespace(**{**saved, **{k: getattr(args, k) for k in keep}})
+        elif not args.resume and (out / STATE_FILE).is_file():
+            raise ResattnError(f"{out} already holds a run; add --resume to continue it or choose another --out.")
+        out.mkdir(parents=True, exist_ok=True)
+        trainer = Trainer(args, rank, world, device)
+        if args.resume:
+            trainer.load_state()
+
+        def request_stop(signum, frame):
+            trainer.stop_requested = True
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        trainer.run()
+        return 0
+    except ResattnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
