@@ -169,17 +169,29 @@ def preprocess(image: Image.Image, size: int, mean=IMAGENET_MEAN, std=IMAGENET_S
 
 
 class TensorImageDataset(Dataset):
-    """Serves an ImageSet through a transform; images stay uint8 in memory."""
+    """Serves an ImageSet through a transform; images stay uint8 in memory.
 
-    def __init__(self, images: ImageSet, transform: v2.Transform) -> None:
+    With a `seed`, the random augmentation of image i in epoch e depends only on (seed, e, i),
+    not on what ran before: a resumed training run then sees exactly the crops an
+    uninterrupted run would have seen. Set `epoch` before each epoch.
+    """
+
+    def __init__(self, images: ImageSet, transform: v2.Transform, seed: int | None = None) -> None:
         self.set = images
         self.transform = transform
+        self.seed = seed
+        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.set)
 
     def __getitem__(self, i: int):
-        return self.transform(self.set.images[i].permute(2, 0, 1)), int(self.set.labels[i])
+        image = self.set.images[i].permute(2, 0, 1)
+        if self.seed is None:
+            return self.transform(image), int(self.set.labels[i])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + self.epoch * 100_003 + i) % 2**63)
+            return self.transform(image), int(self.set.labels[i])
 
 
 def synthetic_set(n: int = 64, size: int = 32, classes: int = 4, seed: int = 0) -> ImageSet:

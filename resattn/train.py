@@ -10,13 +10,16 @@ At the end the model is evaluated and saved as `OUT/<name>.safetensors` + `<name
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -138,7 +141,8 @@ class Trainer:
                              width=args.width, num_classes=len(self.classes))
         self.model = model.to(device, memory_format=torch.channels_last)
         self.ddp = DistributedDataParallel(self.model) if world > 1 else self.model
-        self.train_data = TensorImageDataset(self.train_set, train_transform(args.input_size, args.min_scale))
+        self.train_data = TensorImageDataset(self.train_set, train_transform(args.input_size, args.min_scale),
+                                             seed=args.seed)
         self.sampler = DistributedSampler(self.train_data, num_replicas=world, rank=rank, shuffle=True,
                                           seed=args.seed, drop_last=True)
         self.steps_per_epoch = len(self.sampler) // args.batch_size
@@ -152,7 +156,6 @@ class Trainer:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
         self.epoch, self.step, self.elapsed = 0, 0, 0.0
         self.stop_requested = False
-        self.seed_augmentation()
 
     # -- resumable state -------------------------------------------------------------
     def state(self) -> dict:
@@ -173,18 +176,13 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.epoch, self.step, self.elapsed = state["epoch"], state["step"], state["elapsed"]
-        self.seed_augmentation()
-
-    def seed_augmentation(self) -> None:
-        # Each rank draws different crops; the stream is a function of the position, so a
-        # resumed run continues with fresh (not repeated) randomness.
-        torch.manual_seed(self.args.seed + 7919 * self.rank + 104729 * (self.epoch * 100000 + self.step))
 
     # -- loop ------------------------------------------------------------------------
     def batches(self) -> DataLoader:
         """This epoch's batches in the sampler's deterministic order, skipping those already
         done when resuming inside an epoch."""
         self.sampler.set_epoch(self.epoch)
+        self.train_data.epoch = self.epoch  # augmentation is a function of (seed, epoch, image)
         indices = list(self.sampler)[self.step * self.args.batch_size:self.steps_per_epoch * self.args.batch_size]
         return DataLoader(self.train_data, batch_size=self.args.batch_size, sampler=indices,
                           num_workers=self.args.workers, persistent_workers=False)
@@ -211,7 +209,7 @@ class Trainer:
             loss_sum += loss.item() * len(labels)
             rate = seen * self.world / (time.perf_counter() - started)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}", img_s=f"{rate:.0f}")
-            if self.args.stop_after and self.step >= self.args.stop_after:
+            if self.args.stop_after and self.epoch * self.steps_per_epoch + self.step >= self.args.stop_after:
                 self.stop_requested = True
             if any_rank(self.stop_requested, self.world):
                 self.elapsed += time.perf_counter() - started
@@ -245,7 +243,18 @@ class Trainer:
                     f.write(json.dumps(row) + "\n")
                 tqdm.write(json.dumps(row))
             self.save_state()
+        self.write_fingerprint()
         return self.finish() if self.rank == 0 else None
+
+    def write_fingerprint(self) -> None:
+        """Under DDP every rank writes a hash of its parameters, so anyone can check that the
+        replicas ended identical (the 2-process test does). BN running statistics are left
+        out: each rank updates them from its own last batch, and rank 0's are the ones saved."""
+        if self.world > 1:
+            digest = hashlib.sha256()
+            for name, tensor in sorted(self.model.named_parameters()):
+                digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
+            (self.out / f"weights_rank{self.rank}.sha256").write_text(digest.hexdigest() + "\n")
 
     def finish(self) -> Path:
         metrics = self.evaluate()
@@ -275,6 +284,21 @@ class Trainer:
         return path
 
 
+def check_writable(out: Path, need_bytes: int = 200 * 1024 * 1024) -> None:
+    """Fail before training, not after the first epoch, when checkpoints cannot be written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise ResattnError(f"Cannot write to the output folder {out} ({exc.strerror or exc}); "
+                           "choose another --out or fix its permissions.") from None
+    free = shutil.disk_usage(out).free
+    if free < need_bytes:
+        raise ResattnError(f"Only {free // 2**20} MiB free under {out}; checkpoints need about "
+                           f"{need_bytes // 2**20} MiB: free some space or choose another --out.")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rank, world = 0, 1
@@ -288,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             args = argparse.Namespace(**{**saved, **{k: getattr(args, k) for k in keep}})
         elif not args.resume and (out / STATE_FILE).is_file():
             raise ResattnError(f"{out} already holds a run; add --resume to continue it or choose another --out.")
-        out.mkdir(parents=True, exist_ok=True)
+        check_writable(out)
         trainer = Trainer(args, rank, world, device)
         if args.resume:
             trainer.load_state()
