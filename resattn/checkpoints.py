@@ -7,6 +7,7 @@ a lone file still loads) and `attention56_mixed_arl.json` (the card, for people 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -21,13 +22,22 @@ from .model import ATTENTION_TYPES, RESIDUAL_MODES, create_model, list_models
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 REQUIRED_CARD_KEYS = ("arch", "attention", "residual", "width", "classes")
-_SAFETENSORS_MAGIC_MAX_HEADER = 100 * 1024 * 1024
+# Sanity bounds for card fields, so that a corrupt or hostile card cannot make the loader
+# (or the app, which resizes images to input_size) allocate absurd amounts of memory.
+MAX_WIDTH = 8.0
+MAX_INPUT_SIZE = 2048
 
 
 def _stem(path: str | os.PathLike) -> Path:
-    """`x`, `x.json`, `x.safetensors` all name the checkpoint `x`."""
+    """`x`, `x.json`, `x.safetensors` all name the checkpoint `x` (also when `x` has dots in
+    it, like `attention56_w0.25`)."""
     path = Path(path)
-    return path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
+    return path.with_name(path.stem) if path.suffix in (".json", ".safetensors") else path
+
+
+def _sibling(stem: Path, suffix: str) -> Path:
+    """`stem` + suffix; unlike Path.with_suffix it never eats a dotted part of the name."""
+    return stem.with_name(stem.name + suffix)
 
 
 def atomic_write(target: Path, write) -> None:
@@ -66,11 +76,11 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, card: dict) -> Pa
     if missing:
         raise ValueError(f"the card lacks {', '.join(missing)}")
     stem = _stem(path)
-    weights = stem.with_suffix(".safetensors")
+    weights = _sibling(stem, ".safetensors")
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     text = json.dumps(card, indent=2, sort_keys=False)
     atomic_write(weights, lambda tmp: save_file(state, tmp, metadata={"card": text}))
-    atomic_write(stem.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text + "\n"))
+    atomic_write(_sibling(stem, ".json"), lambda tmp: Path(tmp).write_text(text + "\n"))
     return weights
 
 
@@ -86,23 +96,48 @@ def _validate_card(card: Any, where: Path) -> dict:
     if card["attention"] not in ATTENTION_TYPES + ("none",) or card["residual"] not in RESIDUAL_MODES:
         raise CheckpointError(f"{where} names attention {card['attention']!r} / residual "
                               f"{card['residual']!r}, which this version does not know.")
-    if not isinstance(card["classes"], list) or not card["classes"]:
-        raise CheckpointError(f"{where}: 'classes' must be a non-empty list of class names.")
+    classes = card["classes"]
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise CheckpointError(f"{where}: 'classes' must be a non-empty list of class names; fix the card.")
+    width = card["width"]
+    if not _is_number(width) or not 0 < width <= MAX_WIDTH:
+        raise CheckpointError(f"{where} gives width {width!r}; it must be a number in (0, {MAX_WIDTH:g}]: "
+                              "fix the card.")
+    if "input_size" in card and not (_is_number(card["input_size"]) and float(card["input_size"]).is_integer()
+                                     and 1 <= card["input_size"] <= MAX_INPUT_SIZE):
+        raise CheckpointError(f"{where} gives input_size {card['input_size']!r}; it must be a whole number "
+                              f"of pixels from 1 to {MAX_INPUT_SIZE}: fix the card.")
+    for key in ("mean", "std"):
+        value = card.get(key)
+        if value is not None and not (isinstance(value, list) and len(value) == 3 and all(map(_is_number, value))
+                                      and (key == "mean" or all(v > 0 for v in value))):
+            raise CheckpointError(f"{where} gives {key} {value!r}; it must be three numbers (one per RGB "
+                                  "channel, std above 0): fix the card.")
     return card
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float (JSON has no other numbers); bools and huge ints are not."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float range
+        return False
 
 
 def read_card(path: str | os.PathLike) -> dict:
     """The card of a checkpoint without loading its weights (for pickers and listings)."""
     stem = _stem(path)
-    json_path = stem.with_suffix(".json")
+    json_path = _sibling(stem, ".json")
     if json_path.is_file():
         try:
-            card = json.loads(json_path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            card = json.loads(json_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as exc:  # ValueError covers JSON and UTF-8 errors
             raise CheckpointError(f"The model card {json_path} is not valid JSON ({exc}); restore it "
                                   "or delete it to use the card stored in the weights.") from None
         return _validate_card(card, json_path)
-    weights = stem.with_suffix(".safetensors")
+    weights = _sibling(stem, ".safetensors")
     return _validate_card(_card_from_safetensors(weights), weights)
 
 
@@ -122,8 +157,22 @@ def _card_from_safetensors(weights: Path) -> dict:
         raise CheckpointError(f"{weights} has no model card: put the .json card beside it.")
     try:
         return json.loads(metadata["card"])
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         raise CheckpointError(f"The card stored in {weights} is not valid JSON; put the .json card beside it.") from None
+
+
+def _safetensors_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes from the header alone; no tensor data is read."""
+    from safetensors import safe_open
+
+    if not weights.is_file():
+        raise CheckpointError(f"No weights at {weights}: the .json card needs its .safetensors file beside it.")
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as exc:
+        raise CheckpointError(f"{weights} is not a readable safetensors file ({exc}); "
+                              "it may be truncated: download or copy it again.") from None
 
 
 def _read_safetensors(weights: Path) -> dict[str, torch.Tensor]:
@@ -136,6 +185,25 @@ def _read_safetensors(weights: Path) -> dict[str, torch.Tensor]:
     except Exception as exc:
         raise CheckpointError(f"{weights} is not a readable safetensors file ({exc}); "
                               "it may be truncated: download or copy it again.") from None
+
+
+def _check_shapes(found: dict[str, tuple[int, ...]], model: nn.Module, card: dict, path: Path) -> None:
+    """Compare the file's tensors with the model the card describes (built on the meta
+    device, so nothing is allocated before the file is known to fit)."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    reshaped = [f"{k}: file {list(found[k])}, model {list(shape)}" for k, shape in expected.items()
+                if k in found and tuple(found[k]) != shape]
+    if not (missing or unexpected or reshaped):
+        return
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped)):
+        if items:
+            problems.append(f"{len(items)} tensors {label} (e.g. {'; '.join(items[:2])})")
+    raise CheckpointError(f"The weights in {path} do not fit a {card['arch']} ({card['attention']}, "
+                          f"{card['residual']}, width {card['width']}, {len(card['classes'])} classes) as the "
+                          f"card says: {', '.join(problems)}. Use the card that was saved with these weights.")
 
 
 def _read_torch_file(path: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
@@ -175,25 +243,34 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
                 raise CheckpointError(f"{path} has no model card: put {json_path.name} beside it.")
             card = read_card(json_path)
         card = _validate_card(card, path)
+        with torch.device("meta"):
+            model = build_from_card(card)
+        _check_shapes({k: tuple(v.shape) for k, v in state.items()}, model, card, path)
     else:
         card = read_card(path)
-        state = _read_safetensors(_stem(path).with_suffix(".safetensors"))
-    model = build_from_card(card)
+        weights = _sibling(_stem(path), ".safetensors")
+        with torch.device("meta"):
+            model = build_from_card(card)
+        _check_shapes(_safetensors_shapes(weights), model, card, weights)
+        state = _read_safetensors(weights)
+    # Every parameter and buffer is in `state` (checked above), so uninitialised storage that
+    # load_state_dict then fills is enough: no random initialisation to throw away.
+    model = model.to_empty(device=device)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())[:300]
         raise CheckpointError(f"The weights in {path} do not fit a {card['arch']} "
                               f"({card['attention']}, {card['residual']}, width {card['width']}) "
-                              f"as the card says: {detail}") from None
-    return model.to(device).eval(), card
+                              f"as the card says ({detail}). Use the card that was saved with these weights.") from None
+    return model.eval(), card
 
 
 def build_from_card(card: dict) -> nn.Module:
     try:
         return create_model(card["arch"], attention=card["attention"], residual=card["residual"],
                             width=float(card["width"]), num_classes=len(card["classes"]))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise CheckpointError(f"The card's architecture fields are invalid ({exc}); fix the .json card.") from None
 
 
@@ -206,7 +283,7 @@ def list_checkpoints(folder: str | os.PathLike = "checkpoints") -> list[tuple[Pa
     found = []
     for weights in sorted(folder.glob("*.safetensors")):
         try:
-            found.append((weights.with_suffix(""), read_card(weights)))
+            found.append((_stem(weights), read_card(weights)))
         except CheckpointError:
             continue
     return found

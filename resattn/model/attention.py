@@ -21,7 +21,7 @@ class AttentionResidual(nn.Module):
     def __init__(self, mode: str = "arl") -> None:
         super().__init__()
         if mode not in RESIDUAL_MODES:
-            raise ResattnError(f"residual must be one of {RESIDUAL_MODES}, got {mode!r}")
+            raise ResattnError(f"Unknown residual mode {mode!r}: choose one of {', '.join(RESIDUAL_MODES)}.")
         self.mode = mode
 
     def forward(self, trunk: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -51,7 +51,8 @@ class AttentionModule(nn.Module):
     ) -> None:
         super().__init__()
         if attention not in ATTENTION_TYPES + ("none",):
-            raise ResattnError(f"attention must be one of {ATTENTION_TYPES + ('none',)}, got {attention!r}")
+            raise ResattnError(f"Unknown attention {attention!r}: choose one of "
+                               f"{', '.join(ATTENTION_TYPES + ('none',))}.")
         self.stage = stage
         self.attention = attention
         self.pre = residual_units(channels, channels, p)

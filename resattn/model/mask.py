@@ -55,7 +55,7 @@ class MaskActivation(nn.Module):
     def __init__(self, kind: str) -> None:
         super().__init__()
         if kind not in _ACTIVATIONS:
-            raise ResattnError(f"attention must be one of {ATTENTION_TYPES}, got {kind!r}")
+            raise ResattnError(f"Unknown mask activation {kind!r}: choose one of {', '.join(ATTENTION_TYPES)}.")
         self.kind = kind
         self.fn = _ACTIVATIONS[kind]
 
@@ -82,7 +82,7 @@ class SoftMaskBranch(nn.Module):
     def __init__(self, channels: int, pools: int, r: int = 1, attention: str = "mixed") -> None:
         super().__init__()
         if pools < 1:
-            raise ResattnError("the soft mask branch must pool down at least once")
+            raise ResattnError(f"The soft mask branch must pool down at least once, got pools={pools}; use pools >= 1.")
         self.pools = pools
         self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.down = nn.ModuleList(

@@ -8,6 +8,7 @@ units (12 layers) and the stem conv, 6 plain units and the FC give the 20.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -50,8 +51,9 @@ class ResidualAttentionNetwork(nn.Module):
         r: int = 1,
     ) -> None:
         super().__init__()
-        if width <= 0:
-            raise ResattnError(f"width must be positive, got {width}")
+        if not (isinstance(width, (int, float)) and not isinstance(width, bool) and math.isfinite(width)
+                and width > 0):
+            raise ResattnError(f"Invalid width {width!r}: it must be a positive number such as 1.0 or 0.25.")
         self.attention = attention
         self.residual = residual
         self.width = width
@@ -68,7 +70,7 @@ class ResidualAttentionNetwork(nn.Module):
             # Pre-activation: the first unit's BN-ReLU follows this conv directly.
             self.stem = nn.Sequential(nn.Conv2d(3, stem_out, kernel_size=3, padding=1, bias=False))
         else:
-            raise ResattnError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
+            raise ResattnError(f"Unknown stem {stem!r}: choose 'imagenet' or 'cifar'.")
 
         channels = stem_out
         for index, spec in enumerate(stages, start=1):
@@ -92,6 +94,10 @@ class ResidualAttentionNetwork(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
+        if any(p.is_meta for p in self.parameters()):
+            # A shape-only build (checkpoint checks, MAC counting): nothing to initialise, and
+            # nn.init on meta tensors is slow (seconds on first use).
+            return
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -132,8 +138,6 @@ def list_models() -> list[str]:
 
 def create_model(name: str, **kwargs) -> ResidualAttentionNetwork:
     """Build a registered network, e.g. create_model("attention56", attention="spatial")."""
-    from ..errors import ResattnError
-
     if name not in _REGISTRY:
         raise ResattnError(f"Unknown model {name!r}: choose one of {', '.join(list_models())}.")
     model = _REGISTRY[name](**kwargs)
