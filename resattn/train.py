@@ -150,9 +150,13 @@ class Trainer:
             raise ResattnError("The batch size is larger than the training set per process; lower --batch-size.")
         self.optimizer = torch.optim.SGD(parameter_groups(self.model, args.weight_decay), lr=args.lr,
                                          momentum=args.momentum, nesterov=True)
+        total_steps = max(args.epochs * self.steps_per_epoch, 4)
+        # OneCycleLR divides by the length of each phase: keep both at least 2 steps long so
+        # very short runs (a quick look, a test) work too.
+        warmup = min(max(args.warmup, 2.0 / total_steps), 1.0 - 2.0 / total_steps)
         self.schedule = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=args.lr, total_steps=args.epochs * self.steps_per_epoch,
-            pct_start=args.warmup, div_factor=25.0, final_div_factor=1e3)
+            self.optimizer, max_lr=args.lr, total_steps=total_steps,
+            pct_start=warmup, div_factor=25.0, final_div_factor=1e3)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
         self.epoch, self.step, self.elapsed = 0, 0, 0.0
         self.stop_requested = False

@@ -1,0 +1,188 @@
+"""Mask interventions: run the model with one attention module's soft mask M replaced, and
+see what changes (top-5 probabilities, the masks of later modules).
+
+Modes (`INTERVENTIONS`):
+  "zero"          M = 0. For ARL, H = (1 + 0)·T = T exactly: the module becomes its trunk.
+                  For NAL, H = 0·T = 0: the module's attention path is switched off.
+  "one"           M = 1 (ARL: H = 2T; NAL: H = T).
+  "constant"      M = `value` everywhere.
+  "spatial_mean"  every channel of M replaced by its mean over positions (keeps "what",
+                  removes "where").
+  "from_image"    M taken from another image's trace (`mask`: C x h x w or N x C x h x w),
+                  bilinearly resized when the spatial size differs.
+  "randomise"     the module's soft mask branch re-initialised with a fixed seed, as a
+                  freshly built network's branch would be (convolutions Kaiming-normal,
+                  BatchNorm weight 1, bias 0, running mean 0, variance 1): the model
+                  randomisation sanity check of Adebayo et al. (2018), applied to one branch.
+                  This runs on a deep copy; the caller's model is never modified.
+
+The replacement is a forward hook on the module's `soft_mask_branch` that returns the new
+mask, so `attention_residual` (and `trace`'s record of M and H) sees the replaced mask. The
+hook holds `resattn.trace.model_lock(model)`, acts only on the calling thread's forward
+passes, and is removed when the block ends, also when it raises.
+"""
+from __future__ import annotations
+
+import copy
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ResattnError
+from ..trace import Trace, attention_modules, model_lock, trace
+
+INTERVENTIONS = ("zero", "one", "constant", "spatial_mean", "from_image", "randomise")
+INTERVENTION_LABELS = {
+    "zero": "M = 0", "one": "M = 1", "constant": "M = constant", "spatial_mean": "M = its spatial mean",
+    "from_image": "M from another image", "randomise": "mask branch randomised",
+}
+
+
+def _attention_module(model: nn.Module, name: str) -> nn.Module:
+    modules = dict(attention_modules(model))
+    if name not in modules:
+        raise ResattnError(f"No attention module {name!r}; this model has {', '.join(modules) or 'none'}.")
+    module = modules[name]
+    if module.soft_mask_branch is None:
+        raise ResattnError(f"Module {name!r} has no soft mask branch (attention 'none'): there is no mask to "
+                           "intervene on; choose a checkpoint with attention.")
+    return module
+
+
+def mask_replacement(mode: str, *, value: float = 0.5, mask: torch.Tensor | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function M -> replacement for the hook-based modes (all but "randomise")."""
+    if mode == "zero":
+        return torch.zeros_like
+    if mode == "one":
+        return torch.ones_like
+    if mode == "constant":
+        value = float(value)
+        return lambda m: torch.full_like(m, value)
+    if mode == "spatial_mean":
+        return lambda m: m.mean(dim=(2, 3), keepdim=True).expand_as(m).contiguous()
+    if mode == "from_image":
+        if not isinstance(mask, torch.Tensor) or mask.ndim not in (3, 4):
+            raise ResattnError("'from_image' needs the other image's mask, a tensor C x h x w or N x C x h x w "
+                               "(e.g. other_trace['stage2.1'].mask).")
+        source = mask if mask.ndim == 4 else mask.unsqueeze(0)
+
+        def from_image(m: torch.Tensor) -> torch.Tensor:
+            if source.shape[1] != m.shape[1]:
+                raise ResattnError(f"The other mask has {source.shape[1]} channels, this module's has {m.shape[1]}: "
+                                   "take it from the same module of the same kind of model.")
+            if source.shape[0] not in (1, m.shape[0]):
+                raise ResattnError(f"The other mask holds {source.shape[0]} images; give 1 or {m.shape[0]}.")
+            other = source.to(device=m.device, dtype=m.dtype)
+            if other.shape[-2:] != m.shape[-2:]:
+                other = F.interpolate(other, size=tuple(m.shape[-2:]), mode="bilinear", align_corners=False)
+            return other.expand_as(m).contiguous()
+
+        return from_image
+    if mode == "randomise":
+        raise ResattnError("'randomise' changes weights, not the mask: use intervene(..., mode='randomise').")
+    raise ResattnError(f"Unknown intervention {mode!r}: choose one of {', '.join(INTERVENTIONS)}.")
+
+
+@contextmanager
+def replaced_mask(model: nn.Module, module: str, replace: Callable[[torch.Tensor], torch.Tensor]):
+    """Within the block, the soft mask of attention module `module` is `replace(M)` for
+    forward passes made by this thread. Nests with `trace` (same re-entrant lock)."""
+    branch = _attention_module(model, module).soft_mask_branch
+    thread = threading.get_ident()
+
+    def hook(mod, args, out):
+        if threading.get_ident() == thread:
+            return replace(out)
+        return None
+
+    with model_lock(model):
+        handle = branch.register_forward_hook(hook)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+
+def randomised_copy(model: nn.Module, module: str, seed: int = 0) -> nn.Module:
+    """A deep copy of `model` whose attention module `module` has a freshly initialised soft
+    mask branch (see the module docstring); the original model is untouched."""
+    _attention_module(model, module)
+    with model_lock(model):  # no other thread's hooks are attached while copying
+        clone = copy.deepcopy(model)
+    branch = _attention_module(clone, module).soft_mask_branch
+    generator = torch.Generator(device="cpu").manual_seed(int(seed))
+    with torch.no_grad():
+        for layer in branch.modules():
+            if isinstance(layer, nn.Conv2d):
+                weight = torch.empty(layer.weight.shape)
+                nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu", generator=generator)
+                layer.weight.copy_(weight)
+                if layer.bias is not None:
+                    layer.bias.zero_()
+            elif isinstance(layer, nn.modules.batchnorm._BatchNorm):
+                layer.reset_parameters()
+    return clone
+
+
+@dataclass
+class InterventionResult:
+    module: str
+    mode: str
+    before: Trace  # the unmodified run
+    after: Trace  # the run with the intervention; its later modules show the knock-on effect
+
+    @property
+    def probabilities_before(self) -> torch.Tensor:
+        return self.before.logits.float().softmax(dim=1)
+
+    @property
+    def probabilities_after(self) -> torch.Tensor:
+        return self.after.logits.float().softmax(dim=1)
+
+    def top5(self, which: str = "before") -> tuple[torch.Tensor, torch.Tensor]:
+        """(probabilities, class indices), each N x min(5, classes), of the run `which`."""
+        probs = self.probabilities_before if which == "before" else self.probabilities_after
+        values, indices = probs.topk(min(5, probs.shape[1]), dim=1)
+        return values, indices
+
+    def top5_table(self, image: int = 0) -> list[dict]:
+        """Rows {class, before, after, change} for the union of both runs' top-5 classes of
+        one image, ordered by the probability before."""
+        before, after = self.probabilities_before[image], self.probabilities_after[image]
+        classes = set(self.top5("before")[1][image].tolist()) | set(self.top5("after")[1][image].tolist())
+        rows = [{"class": c, "before": float(before[c]), "after": float(after[c]),
+                 "change": float(after[c] - before[c])} for c in classes]
+        return sorted(rows, key=lambda r: -r["before"])
+
+    def mask_change(self) -> dict[str, float]:
+        """Mean |M_after - M_before| per module (0 for modules before the intervened one,
+        up to numerical noise; the intervened module shows the replacement itself)."""
+        changes = {}
+        for b, a in zip(self.before.modules, self.after.modules):
+            if b.mask is not None and a.mask is not None:
+                changes[b.name] = float((a.mask.float() - b.mask.float()).abs().mean())
+        return changes
+
+
+def intervene(model: nn.Module, images: torch.Tensor, module: str, mode: str, *, value: float = 0.5,
+              mask: torch.Tensor | None = None, seed: int = 0, before: Trace | None = None) -> InterventionResult:
+    """Trace `images` with and without the intervention `mode` on attention module `module`.
+
+    `before` may pass an existing trace of the same images to save one forward pass.
+    """
+    if mode not in INTERVENTIONS:
+        raise ResattnError(f"Unknown intervention {mode!r}: choose one of {', '.join(INTERVENTIONS)}.")
+    _attention_module(model, module)
+    if before is None:
+        before = trace(model, images)
+    if mode == "randomise":
+        after = trace(randomised_copy(model, module, seed), images)
+    else:
+        with replaced_mask(model, module, mask_replacement(mode, value=value, mask=mask)):
+            after = trace(model, images)
+    return InterventionResult(module, mode, before, after)
