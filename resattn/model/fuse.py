@@ -2,13 +2,30 @@
 rounding) and its module layout, so `resattn.trace` still sees every attention module's
 trunk, soft mask branch and attention residual.
 
-What the profiler showed (torch.profiler, Attention-56 at 224 px, batch 1, 2 CPU threads,
-eval mode under `torch.inference_mode`, before these rewrites): convolutions ~55 % of the
-time, batch norm ~15-19 %, ReLU ~11-13 %, the residual additions ~5-7 %, max-pool ~1 %,
-bilinear up-sampling < 0.1 % in channels_last (but ~2.5 % in NCHW, where it copies). The
-network is pre-activation (BN-ReLU-conv), so BN and ReLU are two full passes over every
-unit's *input* (4 x the bottleneck width) and cost a third of the time at batch 1; in a
-post-activation ResNet the BN folds into the convolution before it and disappears.
+What the profiles showed (Attention-56 and ResNet-50 at 224 px, batch 1, eval mode under
+`torch.inference_mode`, channels_last, on a 2-core CPU shared with a training job):
+
+* torch.profiler (wall clock, 2 threads), Attention-56 as built: convolutions 50-55 % of
+  the time, batch norm 15-19 %, ReLU 11-13 %, residual additions 5-7 %, aten's im2col
+  convolution path (small maps at batch 1) 6-8 %, max-pool ~1 %, bilinear up-sampling
+  < 0.1 % (2.5 % in NCHW, where it copies; hence channels_last). Preemption by the other
+  job inflates the many short element-wise kernels here, so also:
+* thread CPU time per operator (1 thread, timed through a TorchDispatchMode, which the
+  other job cannot inflate): as built, convolutions 87 %, batch norm 5.6 %, additions
+  2.7 %, ReLU 1.7 %, max-pool 0.8 %, sigmoid 0.7 %, up-sampling 0.5 %; after
+  `fuse_for_inference`, convolutions 92 %, clamp 2 %, in-place additions 1.6 %, ReLU 1 %.
+  ResNet-50: convolutions 91 %, batch norm 5.4 %. The convolutions run at the same rate
+  per MAC in both networks, so the forward time follows the MAC ratio (1.53) plus what the
+  pre-activation design adds around them.
+* at batch 16 the allocator dominates what is left: glibc maps and zeroes every block above
+  32 MiB afresh, and Attention-56 takes ~420k minor page faults (1.6 GB) per forward as
+  built, ~300k fused, ResNet-50 ~160k / ~120k (about 1 s of system time against 0.3-0.6 s).
+  That is not the model's to fix; `python -m resattn.bench --retain-freed-memory` shows the
+  run without it (see `resattn.bench.retain_freed_memory`).
+
+The network is pre-activation (BN-ReLU-conv): BN and ReLU are two full passes over every
+unit's *input* (4 x the bottleneck width), where in a post-activation ResNet the BN folds
+into the convolution before it and disappears.
 
 `fuse_for_inference` removes them without changing what any module computes:
 
