@@ -1,0 +1,171 @@
+"""Compare attention types: the same image through mixed, channel, spatial, NAL and the
+no-attention baseline at once, one row per module and one column per model, plus mask
+statistics per model and stage. Large fonts: made to be read off a projector."""
+import pandas as pd
+import streamlit as st
+
+from resattn import figures, stats
+from resattn.analysis.reduce import REDUCE_MODES
+from ui import cache, export, state
+from ui.cards import describe, pick_zoo
+
+SHOW = {"mask": "soft mask M", "output": "output H", "trunk": "trunk T"}
+REDUCTIONS = {"mean": "mean over channels", "max": "max over channels", "channel": "one channel",
+              "topk": "top-k channels by mask energy", "pca": "first PCA component"}
+MASK_SCALES = {"family": "by activation, fixed (sigmoid 0…1, channel −1…1)",
+               "data": "by activation, data range", "single": "one scale for all masks (−1…1)"}
+FONT = figures.PROJECTOR_FONT_SIZE
+
+app = state.current()
+st.title("Compare attention types")
+if app.entry is None or app.image is None:
+    st.info("Choose a checkpoint and an image in the sidebar to compare attention types.")
+    st.stop()
+zoo, missing = pick_zoo(app.usable, app.entry)
+if missing:
+    st.info(f"Not in the checkpoint folder: **{', '.join(missing)}**. Train them with `scripts/train_zoo.sh` "
+            "(or point `RESATTN_CHECKPOINTS` at a folder that has them); the page shows the others.")
+
+controls = st.columns([1.2, 1.2, 2.0, 1.0])
+state.ensure_choice("show", list(SHOW), "mask")
+controls[0].radio("Show", list(SHOW), key="show", format_func=SHOW.get, horizontal=True)
+state.ensure_choice("reduce", list(REDUCE_MODES), "mean")
+controls[1].selectbox("Channel reduction", list(REDUCE_MODES), key="reduce", format_func=REDUCTIONS.get)
+state.ensure_choice("cmpscale", list(MASK_SCALES), "family")
+show = st.session_state["show"]
+if show == "mask":
+    controls[2].radio("Mask colour scale", list(MASK_SCALES), key="cmpscale", format_func=MASK_SCALES.get,
+                      help="Mixed and spatial attention end in a sigmoid, so M is in (0, 1). Channel attention "
+                           "divides each position's channel vector by its length, so M is in [−1, 1] and its "
+                           "values are not comparable to a sigmoid's: by default it gets its own scale.")
+else:
+    controls[2].caption("Features have no fixed range: each row (module) shares one symmetric colour scale "
+                        "across the models.")
+controls[3].slider("Overlay opacity", 0.0, 1.0, step=0.05, key="opacity")
+mode, opacity = st.session_state["reduce"], float(st.session_state["opacity"])
+
+# ----------------------------------------------------------------------------- traces
+progress = st.progress(0.0, text="Running the image through each model…")
+traces = {}
+for i, (label, entry) in enumerate(zoo):
+    trace = app.trace(entry, show_error=False)
+    if trace is None:
+        st.error(f"**{entry.name}** ({label}) could not be used: "
+                 f"{state.failed_checkpoints().get(entry.name, (None, 'unknown error'))[1]}")
+    else:
+        traces[label] = (entry, trace)
+    progress.progress((i + 1) / max(1, len(zoo)), text=f"{entry.name}: done")
+progress.empty()
+if not traces:
+    st.stop()
+
+display_size = max(app.input_size(entry) for entry, _ in traces.values())
+modules = list(dict.fromkeys(name for _, trace in traces.values() for name in trace.names))
+first_trace = next(iter(traces.values()))[1]
+image = first_trace.image if first_trace.image.shape[0] == display_size else \
+    cache.network_view(app.image, display_size)
+
+
+def column_maps(entry, trace):
+    key = app.key(entry)
+    maps = {}
+    for name in modules:
+        if name not in trace.names:
+            continue  # drawn as "no such module"
+        if trace.module(name).tensor(show) is None:
+            maps[name] = None  # the baseline's mask
+            continue
+        maps[name] = cache.reduced(key, app.image, name, show, mode, int(st.session_state["channel"]) if
+                                   mode == "channel" else 0, int(st.session_state["k"]), display_size)
+    return maps
+
+
+all_maps = {label: column_maps(entry, trace) for label, (entry, trace) in traces.items()}
+coloraxes, columns = {}, []
+if show == "mask":
+    scale = st.session_state["cmpscale"]
+    sigmoid = [l for l, (e, _) in traces.items() if e.card["attention"] in ("mixed", "spatial")]
+    channel = [l for l, (e, _) in traces.items() if e.card["attention"] == "channel"]
+
+    def family_range(labels, fixed):
+        if scale == "family":
+            return fixed
+        return figures.value_range(*[z for l in labels for z in all_maps[l].values() if z is not None])
+
+    if scale == "single":
+        coloraxes["coloraxis"] = figures.ColorAxis(-1.0, 1.0, "M", figures.MASK_SCALE)
+    else:
+        if sigmoid:
+            coloraxes["coloraxis"] = figures.ColorAxis(*family_range(sigmoid, (0.0, 1.0)), "M (mixed, spatial)",
+                                                       figures.MASK_SCALE)
+        if channel:
+            lo, hi = family_range(channel, (-1.0, 1.0))
+            coloraxes["coloraxis2"] = figures.ColorAxis(lo, hi, "M (channel)", figures.FEATURE_SCALE,
+                                                        zmid=0.0 if lo < 0 < hi else None)
+    for label, (entry, trace) in traces.items():
+        family = "coloraxis2" if entry.card["attention"] == "channel" and scale != "single" else "coloraxis"
+        best, p = trace.top(1)[0]
+        columns.append(figures.CompareColumn(label, f"{best}<br>{p:.0%}", all_maps[label], family))
+else:
+    for r, name in enumerate(modules):
+        lo, hi = figures.value_range(*[maps[name] for maps in all_maps.values() if maps.get(name) is not None],
+                                     symmetric=True)
+        coloraxes[f"coloraxis{r + 1 if r else ''}"] = figures.ColorAxis(lo, hi, f"{show[0].upper()} {name}",
+                                                                         figures.FEATURE_SCALE, zmid=0.0, row=r)
+    row_axes = {name: f"coloraxis{r + 1 if r else ''}" for r, name in enumerate(modules)}
+    for label, (entry, trace) in traces.items():
+        best, p = trace.top(1)[0]
+        columns.append(figures.CompareColumn(label, f"{best}<br>{p:.0%}", all_maps[label], row_axes))
+
+grid = figures.compare_figure(columns, modules, coloraxes, image=image, opacity=opacity, font_size=FONT,
+                              value_name={"mask": "M", "output": "H", "trunk": "T"}[show],
+                              empty_text="no mask<br>(baseline)" if show == "mask" else "—")
+st.plotly_chart(grid, theme=None, key="compare_grid", config={"displayModeBar": False})
+st.caption(f"{SHOW[show].capitalize()}, {REDUCTIONS[mode]}, resized to {display_size} × {display_size} and laid "
+           f"over the image (opacity {opacity:.2f}). Each column is headed by that model's top prediction. "
+           "Hover a cell for raw values.")
+
+# ----------------------------------------------------------------------------- statistics
+st.header("Mask statistics per model and stage")
+rows = []
+for label, (entry, trace) in traces.items():
+    for stage, values in cache.stage_statistics(app.key(entry), app.image).items():
+        rows.append({"model": label, "stage": stage, **values})
+if rows:
+    stat_names = list(stats.MASK_STATS)
+    stats_fig = figures.stats_figure(rows, stat_names, stats.MASK_STAT_LABELS, cols=3, font_size=FONT)
+    st.plotly_chart(stats_fig, theme=None, key="stats", config={"displayModeBar": False})
+    st.caption(f"Over every value of the stage's masks: mean, standard deviation, fraction below {stats.NEAR:g} "
+               f"in magnitude and above {1 - stats.NEAR:g}; decision entropy = mean binary entropy of |M| "
+               "(1 bit: all 0.5, undecided; 0: all exactly 0 or 1); spatial entropy = entropy of the "
+               "channel-mean |M| as a distribution over positions (1: spread evenly, lower: concentrated). "
+               "Channel attention's values are in [−1, 1]: their magnitude counts.")
+else:
+    stats_fig = None
+    st.info("None of these models has attention masks.")
+
+summary = pd.DataFrame([{
+    "model": label, "checkpoint": entry.name, "card": describe(entry.card),
+    "prediction": f"{trace.top(1)[0][0]} ({trace.top(1)[0][1]:.1%})",
+} for label, (entry, trace) in traces.items()])
+st.dataframe(summary, hide_index=True, width="stretch")
+if rows:
+    with st.expander("The statistics as a table"):
+        st.dataframe(pd.DataFrame(rows).round(4), hide_index=True, width="stretch")
+
+
+def shown_arrays():
+    out = {"image": image}
+    for label, maps in all_maps.items():
+        for name, z in maps.items():
+            if z is not None:
+                out[f"{traces[label][0].name}/{name}/{show}_{mode}"] = z
+    return out
+
+
+figures_out = {"grid": grid}
+if stats_fig is not None:
+    figures_out["statistics"] = stats_fig
+export.downloads(figures_out, "compare", arrays=shown_arrays,
+                 settings_json=app.settings_json(page="compare", models={l: e.name for l, (e, _) in traces.items()}),
+                 key="compare_export")

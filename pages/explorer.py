@@ -1,0 +1,200 @@
+"""Module explorer: one attention module's input, trunk T, mask M and output H side by side,
+the mask over the image, its histogram and individual channels."""
+import numpy as np
+import streamlit as st
+
+from resattn import figures
+from resattn.analysis.reduce import REDUCE_MODES
+from ui import cache, export, state
+from ui.cards import describe
+
+REDUCTIONS = {"mean": "mean over channels", "max": "max over channels", "channel": "one channel",
+              "topk": "top-k channels by mask energy", "pca": "first PCA component"}
+SCALES = {"map": "per map", "stage": "per stage", "global": "global"}
+TENSOR_NAMES = {"mask": "mask M", "trunk": "trunk T", "output": "output H", "input": "input X"}
+GRID_CHANNELS = 16
+KEYS_SCRIPT = """
+<script>
+(function () {
+  const doc = window.parent ? window.parent.document : document;
+  if (doc.__resattnArrowKeys) return;
+  doc.__resattnArrowKeys = true;
+  doc.addEventListener("keydown", function (event) {
+    const target = event.target;
+    if (target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA" || target.isContentEditable
+        || target.getAttribute("role") === "slider")) return;
+    const key = event.key === "ArrowLeft" ? "prev_module" : event.key === "ArrowRight" ? "next_module" : null;
+    if (!key) return;
+    const button = doc.querySelector(".st-key-" + key + " button");
+    if (button && !button.disabled) { button.click(); event.preventDefault(); }
+  });
+})();
+</script>
+"""
+
+app = state.current()
+st.title("Module explorer")
+if app.entry is None:
+    st.info("Choose a checkpoint in the sidebar to explore its attention modules.")
+    st.stop()
+trace = app.trace()
+if trace is None:
+    st.stop()
+key, image, size = app.key(), app.image, app.input_size()
+card = app.entry.card
+names = trace.names
+if not names:
+    st.warning("This network has no attention modules to explore.")
+    st.stop()
+state.ensure_choice("module", names)
+
+
+def step(delta: int) -> None:
+    i = names.index(st.session_state["module"]) if st.session_state.get("module") in names else 0
+    st.session_state["module"] = names[(i + delta) % len(names)]
+
+
+# ----------------------------------------------------------------------------- controls
+nav = st.columns([1.3, 6, 1.3], vertical_alignment="bottom")
+nav[0].button("Previous", key="prev_module", on_click=step, args=(-1,), icon=":material/arrow_back:",
+              width="stretch")
+nav[1].select_slider("Attention module", options=names, key="module",
+                     help="Step through the modules with this slider, the buttons, or the ← → arrow keys.")
+nav[2].button("Next", key="next_module", on_click=step, args=(1,), icon=":material/arrow_forward:",
+              width="stretch")
+st.html(KEYS_SCRIPT, unsafe_allow_javascript=True)
+
+name = st.session_state["module"]
+module = trace.module(name)
+has_mask = module.mask is not None
+channels = int(module.mask.shape[0] if has_mask else module.trunk.shape[0])
+
+controls = st.columns([2.6, 1.0, 1.7, 1.4])
+state.ensure_choice("reduce", list(REDUCE_MODES), "mean")
+controls[0].radio("Channel reduction", list(REDUCE_MODES), key="reduce", format_func=REDUCTIONS.get,
+                  horizontal=True, help="How the C channels of each tensor become one map.")
+mode = st.session_state["reduce"]
+if mode == "channel":
+    st.session_state["channel"] = int(min(max(0, st.session_state.get("channel", 0)), channels - 1))
+    controls[1].number_input("Channel", min_value=0, max_value=channels - 1, step=1, key="channel")
+elif mode == "topk" and channels > 1:
+    st.session_state["k"] = int(min(max(1, st.session_state.get("k", 8)), channels))
+    controls[1].slider("k", min_value=1, max_value=channels, key="k",
+                       help="The k channels with the largest mask energy (mean of squares), averaged.")
+else:
+    controls[1].caption(f"{channels} channels")
+state.ensure_choice("scale", list(SCALES), "stage")
+controls[2].radio("Colour scale locked", list(SCALES), key="scale", format_func=SCALES.get, horizontal=True,
+                  help="Per map: each map spans its own range. Per stage: the same range for every module of "
+                       "this stage. Global: the same range for every module of the network. Features (X, T, H) "
+                       "share one range; the mask has its own.")
+controls[3].slider("Overlay opacity", 0.0, 1.0, step=0.05, key="opacity")
+channel, k, scale, opacity = int(st.session_state["channel"]), int(st.session_state["k"]), \
+    st.session_state["scale"], float(st.session_state["opacity"])
+
+# ----------------------------------------------------------------------------- maps and ranges
+
+
+def maps_of(module_name: str, which: str, at_size: bool = False):
+    mod = trace.module(module_name)
+    ch = min(channel, mod.tensor(which).shape[0] - 1) if mod.tensor(which) is not None else 0
+    return cache.reduced(key, image, module_name, which, mode, ch, k, size if at_size else None)
+
+
+scope = {"map": [name], "stage": [m.name for m in trace.modules if m.stage == module.stage],
+         "global": names}[scale]
+feature_maps = {w: maps_of(name, w) for w in ("input", "trunk", "output")}
+mask_map = maps_of(name, "mask") if has_mask else None
+if scale == "map":
+    feature_ranges = {w: figures.value_range(z, symmetric=True) for w, z in feature_maps.items()}
+    mask_range = figures.value_range(mask_map)
+else:
+    shared = figures.value_range(*[maps_of(n, w) for n in scope for w in ("input", "trunk", "output")],
+                                 symmetric=True)
+    feature_ranges = {w: shared for w in feature_maps}
+    mask_range = figures.value_range(*[maps_of(n, "mask") for n in scope if trace.module(n).mask is not None]) \
+        if has_mask else (0.0, 1.0)
+
+residual = card.get("residual")
+combination = "H = T (no mask)" if not has_mask else ("H = (1+M)·T" if residual == "arl" else "H = M·T")
+panels = [figures.Panel("input X", feature_maps["input"], *feature_ranges["input"], figures.FEATURE_SCALE,
+                        "X", "X", zmid=0.0),
+          figures.Panel("trunk T", feature_maps["trunk"], *feature_ranges["trunk"], figures.FEATURE_SCALE,
+                        "T", "T", zmid=0.0)]
+if has_mask:
+    panels.append(figures.Panel("soft mask M", mask_map, *mask_range, figures.MASK_SCALE, "M", "M"))
+panels.append(figures.Panel(f"output {combination}", feature_maps["output"], *feature_ranges["output"],
+                            figures.FEATURE_SCALE, "H", "H", zmid=0.0))
+h, w = module.trunk.shape[1:]
+st.subheader(f"{name} · stage {module.stage} · {channels} channels at {h} × {w}")
+st.caption(f"{app.entry.name} ({describe(card)}); reduction: {REDUCTIONS[mode]}"
+           f"{f' {channel}' if mode == 'channel' else f' (k = {k})' if mode == 'topk' else ''}; "
+           f"colour scale {SCALES[scale]}. Hover a map for its raw values.")
+panels_fig = figures.panels_figure(panels, height=330)
+st.plotly_chart(panels_fig, theme=None, key="panels")
+
+# ----------------------------------------------------------------------------- overlay, histogram
+left, right = st.columns([1.1, 1], gap="large")
+overlay_which = "mask" if has_mask else "trunk"
+overlay_map = maps_of(name, overlay_which, at_size=True)
+if has_mask:
+    overlay_range = mask_range if scale != "map" else figures.value_range(overlay_map)
+    overlay_fig = figures.overlay_figure(trace.image, overlay_map, opacity=opacity, zmin=overlay_range[0],
+                                         zmax=overlay_range[1], title=f"Mask M of {name} over the image")
+else:
+    lo, hi = figures.value_range(overlay_map, symmetric=True)
+    overlay_fig = figures.overlay_figure(trace.image, overlay_map, opacity=opacity, zmin=lo, zmax=hi,
+                                         colorscale=figures.FEATURE_SCALE, colorbar_title="T", value_name="T",
+                                         title=f"Trunk T of {name} over the image (this model has no mask)")
+with left:
+    st.plotly_chart(overlay_fig, theme=None, key="overlay")
+    st.caption(f"The reduced map resized bilinearly from {h} × {w} to the input's {size} × {size} pixels.")
+with right:
+    hist_which = "mask" if has_mask else "trunk"
+    hist_range = (-1.0, 1.0) if card.get("attention") == "channel" else ((0.0, 1.0) if has_mask else None)
+    counts, edges = cache.histogram(key, image, name, hist_which, 60, hist_range)
+    hist_fig = figures.histogram_figure(counts, edges, title=f"All values of {TENSOR_NAMES[hist_which]} in {name}",
+                                        x_title=TENSOR_NAMES[hist_which], height=440)
+    st.plotly_chart(hist_fig, theme=None, key="histogram")
+    if has_mask:
+        values = module.mask
+        st.caption(f"{values.size:,} values · mean {values.mean():.3f} · std {values.std():.3f} · "
+                   f"min {values.min():.3f} · max {values.max():.3f}"
+                   + (" · channel attention normalises each position's channel vector to unit length, so "
+                      "values lie in [−1, 1]" if card.get("attention") == "channel" else ""))
+
+# ----------------------------------------------------------------------------- channel grid
+st.subheader("Individual channels")
+grid_options = [t for t in ("mask", "trunk", "output", "input") if module.tensor(t) is not None]
+state.ensure_choice("tensor", grid_options, "mask")
+st.radio("Tensor", grid_options, key="tensor", format_func=TENSOR_NAMES.get, horizontal=True)
+which = st.session_state["tensor"]
+selection = cache.channel_selection(key, image, name, which, GRID_CHANNELS, "energy")
+grid_maps, indices = selection
+grid_symmetric = which != "mask"
+grid_range = figures.value_range(grid_maps, symmetric=grid_symmetric)
+grid_fig = figures.channel_grid_figure(grid_maps, [f"ch {i}" for i in indices], zmin=grid_range[0],
+                                       zmax=grid_range[1],
+                                       colorscale=figures.FEATURE_SCALE if grid_symmetric else figures.MASK_SCALE,
+                                       colorbar_title=which[0].upper() if which != "input" else "X",
+                                       value_name=TENSOR_NAMES[which], cols=8)
+st.plotly_chart(grid_fig, theme=None, key="grid")
+shrunk = grid_maps.shape[-1] != module.tensor(which).shape[-1]
+st.caption(f"{TENSOR_NAMES[which].capitalize()} in the {len(indices)} channels where the mask has the most energy "
+           f"(mean of M² over the positions){'' if has_mask else ' (no mask here: the trunk’s energy)'}, the same "
+           f"channels for every tensor; one shared colour scale{'; shrunk to 32 × 32 for display' if shrunk else ''}.")
+
+
+def module_arrays() -> dict[str, np.ndarray]:
+    out = {f"{name}/{w}": module.tensor(w) for w in ("input", "trunk", "mask", "output")
+           if module.tensor(w) is not None}
+    out.update({f"{name}/{w}_reduced_{mode}": z for w, z in feature_maps.items()})
+    if mask_map is not None:
+        out[f"{name}/mask_reduced_{mode}"] = mask_map
+    out["image"] = trace.image
+    return out
+
+
+export.downloads({"maps": panels_fig, "overlay": overlay_fig, "histogram": hist_fig, "channels": grid_fig},
+                 f"{app.entry.name}_{name}", arrays=module_arrays,
+                 settings_json=app.settings_json(page="explorer"), key="explorer_export")

@@ -1,0 +1,351 @@
+"""End to end: `streamlit run app.py` on a free localhost port, driven by Playwright in the
+system Chromium. Visits every page through the sidebar navigation, uploads an image, opens
+a module from the overview, steps with the arrow keys; checks that charts render and no
+exception box appears; saves full-page screenshots under test-artifacts/screenshots/.
+
+Uses the shipped checkpoints/ when it has any, else tiny random-weight toy checkpoints.
+Skipped when /usr/bin/chromium is missing, except under CI=true, where that fails."""
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts" / "screenshots"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+PAGES = [("Overview", "overview", "Look inside a Residual Attention Network"),
+         ("Module explorer", "explorer", "Module explorer"),
+         ("Compare attention types", "compare", "Compare attention types"),
+         ("How it works", "how_it_works", "How a Residual Attention Network works")]
+WIDTH = 1400
+
+pytestmark = pytest.mark.browser
+
+
+def _require_chromium() -> None:
+    if CHROMIUM.exists():
+        return
+    message = f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def checkpoint_folder(tmp_path_factory) -> Path:
+    shipped = ROOT / "checkpoints"
+    if any(shipped.glob("*.safetensors")):
+        return shipped
+    from test_app import ZOO, save_toy
+
+    folder = tmp_path_factory.mktemp("browser_zoo")
+    for seed, (attention, residual) in enumerate(ZOO):
+        save_toy(folder, attention, residual, seed)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint_folder, tmp_path_factory):
+    _require_chromium()
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
+    # A fresh results cache: the dataset page must not find statistics (and photos of the
+    # Imagenette pack to show) from earlier runs, so no screenshot can contain them.
+    env = {**os.environ, "RESATTN_CHECKPOINTS": str(checkpoint_folder), "PYTHONPATH": str(ROOT),
+           "RESATTN_CACHE": str(tmp_path_factory.mktemp("resattn_cache"))}
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
+             "--browser.gatherUsageStats", "false"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.time() > deadline:
+                pytest.fail(f"streamlit did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": WIDTH, "height": 900})
+    tab = context.new_page()
+    yield tab
+    context.close()
+
+
+def settle(tab, timeout: float = 180.0) -> None:
+    """Wait until the app has finished running and drawing: a title, no spinner, progress
+    bar or loading skeleton, and every plotly chart drawn; stable for three checks."""
+    stable, start = 0, time.time()
+    while time.time() - start < timeout:
+        busy = tab.locator('[data-testid="stSpinner"], [data-testid="stProgress"], [data-testid="stSkeleton"], '
+                           '[data-testid="stStatusWidget"]').count()
+        charts = tab.locator('[data-testid="stPlotlyChart"]').count()
+        drawn = tab.locator('[data-testid="stPlotlyChart"]:has(.main-svg)').count()
+        ready = tab.locator("h1").count() > 0 and busy == 0 and drawn >= charts
+        stable = stable + 1 if ready else 0
+        if stable >= 3:
+            return
+        time.sleep(0.5)
+    raise AssertionError("the app did not finish drawing in time")
+
+
+def check_page(tab, title: str) -> None:
+    assert tab.locator("h1").first.inner_text().strip() == title
+    assert tab.locator('[data-testid="stException"]').count() == 0, tab.locator(
+        '[data-testid="stException"]').first.inner_text()
+    charts = tab.locator('[data-testid="stPlotlyChart"]')
+    assert charts.count() > 0
+    for i in range(charts.count()):
+        chart = charts.nth(i)
+        assert chart.locator(".main-svg").count() > 0
+        box = chart.bounding_box()
+        assert box is not None and box["width"] > 100 and box["height"] > 100
+
+
+def screenshot(tab, name: str) -> Path:
+    """The whole page (Streamlit scrolls inside its main block, so the viewport is grown to
+    the content's height first)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    height = tab.evaluate("() => Math.max(...['[data-testid=stMainBlockContainer]', '[data-testid=stSidebarContent]']"
+                          ".map(s => document.querySelector(s)).filter(e => e).map(e => e.scrollHeight + 120))")
+    tab.set_viewport_size({"width": WIDTH, "height": int(min(max(height, 900), 12000))})
+    settle(tab, 60)
+    path = ARTIFACTS / f"{name}.png"
+    tab.screenshot(path=str(path), full_page=True)
+    tab.set_viewport_size({"width": WIDTH, "height": 900})
+    return path
+
+
+def nav(tab, label: str) -> None:
+    tab.locator('[data-testid="stSidebarNav"]').get_by_text(label, exact=True).click()
+
+
+def wait_title(tab, title: str) -> None:
+    tab.wait_for_function("t => { const h = document.querySelector('h1'); return h && h.innerText.trim() === t; }",
+                          arg=title, timeout=120_000)
+
+
+def test_every_page_through_the_navigation(server, page):
+    """Every entry of the sidebar navigation (the analysis pages too), clicked in turn."""
+    page.goto(server)
+    settle(page)
+    links = page.locator('[data-testid="stSidebarNav"] a')
+    entries = [(links.nth(i).inner_text().strip().split("\n")[-1].strip(), links.nth(i).get_attribute("href"))
+               for i in range(links.count())]  # the text starts with the icon's name
+    assert [label for label, _ in entries][:len(PAGES)] == [label for label, _, _ in PAGES]
+    titles = {label: title for label, _, title in PAGES}
+    for label, href in entries[1:] + entries[:1]:
+        previous = page.locator("h1").first.inner_text().strip()
+        nav(page, label)
+        if label in titles:
+            wait_title(page, titles[label])
+        else:
+            page.wait_for_function("t => { const h = document.querySelector('h1'); "
+                                   "return h && h.innerText.trim() !== t; }", arg=previous, timeout=120_000)
+        settle(page)
+        title = page.locator("h1").first.inner_text().strip()
+        assert page.locator('[data-testid="stException"]').count() == 0, f"{label}: exception"
+        if label in titles:
+            check_page(page, titles[label])
+        else:  # the analysis pages may wait for a button before drawing: charts shown must be drawn
+            charts = page.locator('[data-testid="stPlotlyChart"]')
+            for i in range(charts.count()):
+                assert charts.nth(i).locator(".main-svg").count() > 0, f"{title}: chart {i} not drawn"
+        name = (href or "").rstrip("/").rsplit("/", 1)[-1].split("?")[0] or "overview"
+        if name.startswith("127.0.0.1") or name.startswith("localhost"):
+            name = "overview"
+        assert screenshot(page, name).stat().st_size > 10_000
+
+
+def test_uploading_an_image(server, page, tmp_path):
+    rng = np.random.default_rng(0)
+    image = np.zeros((160, 200, 3), dtype=np.uint8)
+    image[..., 0] = np.linspace(0, 255, 200, dtype=np.uint8)[None, :]
+    image[40:120, 60:140] = rng.integers(0, 255, (80, 80, 3), dtype=np.uint8)
+    upload = tmp_path / "generated.png"
+    Image.fromarray(image).save(upload)
+    page.goto(server)
+    settle(page)
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    sidebar.get_by_text("Upload", exact=True).click()
+    sidebar.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(upload))
+    page.wait_for_function("() => document.body.innerText.includes('on generated.png')", timeout=120_000)
+    settle(page)
+    check_page(page, PAGES[0][2])
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+    screenshot(page, "overview_upload")
+    nav(page, "Module explorer")
+    wait_title(page, "Module explorer")
+    settle(page)
+    check_page(page, "Module explorer")
+
+
+def test_a_bad_upload_shows_an_error_and_the_page_keeps_working(server, page, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really an image")
+    page.goto(server)
+    settle(page)
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    sidebar.get_by_text("Upload", exact=True).click()
+    sidebar.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(bad))
+    page.wait_for_selector('[data-testid="stAlertContentError"]', timeout=120_000)
+    settle(page)
+    text = sidebar.inner_text()
+    assert "broken.png" in text and ("choose an image file" in text or "choose another file" in text)
+    check_page(page, PAGES[0][2])
+
+
+def test_a_module_opens_in_the_explorer_and_arrow_keys_step(server, page):
+    page.goto(server)
+    settle(page)
+    page.locator(".st-key-open_stage2_1 button").first.click()
+    wait_title(page, "Module explorer")
+    settle(page)
+    assert "stage2.1 · stage 2" in page.locator("h3").first.inner_text()
+    page.locator("h1").first.click()  # focus the page, not a widget
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("() => [...document.querySelectorAll('h3')].some(h => h.innerText.includes('stage3.1'))",
+                           timeout=120_000)
+    settle(page)
+    check_page(page, "Module explorer")
+    screenshot(page, "explorer_stage3")
+
+
+def test_a_copied_link_reopens_the_same_view(server, page):
+    page.goto(f"{server}/explorer?module=stage3.1&reduce=max&scale=global&opacity=0.8&img=sample:coffee")
+    wait_title(page, "Module explorer")
+    page.wait_for_function("() => document.body.innerText.includes('reduction: max over channels')",
+                           timeout=120_000)
+    settle(page)
+    check_page(page, "Module explorer")
+    assert "stage3.1 · stage 3" in page.locator("h3").first.inner_text()
+    assert "reduction: max over channels" in page.locator("body").inner_text()
+    assert "Cup of coffee" in page.locator('[data-testid="stSidebar"]').inner_text()
+
+
+def test_figures_tensors_and_settings_download(server, page):
+    import json
+
+    page.goto(server)
+    settle(page)
+    page.get_by_text("Export: figures (PNG/SVG), tensors (.npz), settings (JSON)").click()
+
+    def download(key: str) -> bytes:
+        with page.expect_download(timeout=120_000) as info:
+            page.locator(f".st-key-{key} button").click()
+        return Path(info.value.path()).read_bytes()
+
+    assert download("overview_export_0_png").startswith(b"\x89PNG")
+    assert b"<svg" in download("overview_export_1_svg")[:500]
+    with np.load(io.BytesIO(download("overview_export_npz")), allow_pickle=False) as arrays:
+        assert {"logits", "probs", "image", "stage1.1/mask", "stage1.1/trunk"} <= set(arrays.files)
+        assert arrays["image"].dtype == np.uint8
+    settings = json.loads(download("overview_export_json"))
+    assert settings["checkpoint"] and f"ckpt={settings['checkpoint']}" in page.url
+    assert settings["image_id"] == "sample:chelsea"
+    assert settings["image_sha256"] and settings["page"] == "overview"
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_clicking_a_block_of_the_network_diagram_opens_that_module(server, page):
+    page.goto(server)
+    settle(page)
+    diagram = page.locator('[data-testid="stPlotlyChart"]').nth(1)  # after the predictions chart
+    blocks = diagram.locator(".scatterlayer .point")
+    assert blocks.count() >= 3
+    blocks.nth(blocks.count() - 1).scroll_into_view_if_needed()
+    box = blocks.nth(blocks.count() - 1).bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    wait_title(page, "Module explorer")
+    settle(page)
+    last = page.locator("h3").first.inner_text()
+    assert last.startswith("stage3.")
+    nav(page, "Overview")  # going back must not bounce to the explorer again
+    wait_title(page, PAGES[0][2])
+    settle(page)
+    time.sleep(2)
+    check_page(page, PAGES[0][2])
+
+
+def test_eight_sessions_at_once_each_see_their_own_result(server, browser, checkpoint_folder):
+    """Eight tabs (separate sessions) load different images and checkpoints at the same
+    time; each must show the prediction computed here, in-process, for its own pair."""
+    import resattn
+    import resattn.data
+    import skimage.data
+    import torch
+
+    from ui.samples import SKIMAGE_SAMPLES
+
+    names = sorted(p.stem for p in checkpoint_folder.glob("*.safetensors"))
+    samples = list(SKIMAGE_SAMPLES)
+    views = [(samples[i % len(samples)], names[i % len(names)]) for i in range(8)]
+    expected = {}
+    for sample, ckpt in views:
+        model, card = resattn.load_checkpoint(checkpoint_folder / ckpt)
+        array = getattr(skimage.data, SKIMAGE_SAMPLES[sample][1])()
+        array = array[0] if isinstance(array, tuple) else array
+        x = resattn.data.preprocess(Image.fromarray(array).convert("RGB"), card["input_size"], card["mean"],
+                                    card["std"])
+        with torch.inference_mode():
+            probs = torch.softmax(model(x)[0], 0)
+        expected[(sample, ckpt)] = f"Prediction: {card['classes'][int(probs.argmax())]} ({float(probs.max()):.0%})"
+    contexts = [browser.new_context(viewport={"width": WIDTH, "height": 900}) for _ in views]
+    try:
+        tabs = [context.new_page() for context in contexts]
+        for tab, (sample, ckpt) in zip(tabs, views):
+            tab.goto(f"{server}/?img=sample:{sample}&ckpt={ckpt}", wait_until="commit")
+        for tab, view in zip(tabs, views):
+            settle(tab)
+            check_page(tab, PAGES[0][2])
+            assert tab.locator("h3").first.inner_text().strip() == expected[view]
+            assert SKIMAGE_SAMPLES[view[0]][0] in tab.locator('[data-testid="stSidebar"]').inner_text()
+    finally:
+        for context in contexts:
+            context.close()

@@ -1,0 +1,389 @@
+"""What the analysis pages (attribution, interventions, faithfulness, dataset) compute,
+cached and bounded, plus the settings those pages carry in the URL and their exports.
+
+Caches (in the style of ui/cache.py; every key starts with the trace key
+(checkpoint path + stamp, device, image sha256, input size), so a changed checkpoint file
+or image never reuses a result):
+
+- attribution maps: `st.cache_data(max_entries=ANALYSIS_ENTRIES)`, one entry per (trace
+  key, method, target, method options): an H x W float32 map (64 KB at 128 px).
+- interventions: one entry per (trace key, module, mode, value / other image / seed,
+  reduction): probabilities and one reduced map per module before and after (a few KB).
+- faithfulness curves: one entry per (trace key, map, target, steps, baseline), so that
+  switching a method on or off never recomputes the others.
+- dataset images: `st.cache_resource(max_entries=DATASET_ENTRIES)` (shared, not copied:
+  500 images at 128 px are 25 MB), keyed on the source, limit, size, classes and the
+  files' sizes and mtimes. Mask statistics are cached on disk by the library
+  (resattn.analysis.dataset, $RESATTN_CACHE or ~/.cache/resattn); `cached_statistics`
+  finds an existing file without computing anything.
+
+Page settings: the pages' own settings (methods, k, steps, ...) are read from the URL the
+first time a session needs them, kept in session state (with a shadow copy, as in
+ui/state.py, so that visiting another page does not drop them) and written back to the
+URL by `sync_settings`, so a copied link reopens the same view. Settings shared with the
+other pages ("module", "reduce", "channel", "k") stay in ui/state.py.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+import torch
+
+from resattn import analysis
+from resattn.analysis import dataset as datasets
+from resattn.analysis.faithfulness import FaithfulnessCurve
+from resattn.checkpoints import IMAGENET_MEAN, IMAGENET_STD
+from resattn.data import IMAGE_SUFFIXES, ImageSet, find_pack, preprocess
+from resattn.errors import ResattnError
+
+from . import cache, export
+
+ANALYSIS_ENTRIES = 128
+DATASET_ENTRIES = 2
+MAP_SIZE = 16  # the side of the dataset page's mean mask maps (the library's default)
+
+# --------------------------------------------------------------------------- page settings
+
+# name -> (type, default); list settings travel as comma-separated text, booleans as 1 / 0.
+ANALYSIS_SETTINGS: dict[str, tuple[type, Any]] = {
+    "target": (str, "pred"),  # "pred" or a class index
+    "methods": (list, ["ig", "gradcam", "occlusion"]),
+    "camlayer": (str, ""),  # Grad-CAM layer; "" = resattn.analysis.default_gradcam_layer
+    "igsteps": (int, 32),
+    "topk": (int, 20),  # top-k % for IoU and the pointing game
+    "normalise": (bool, False),
+    "iv": (str, "zero"),  # intervention mode
+    "ivalue": (float, 0.5),
+    "other": (str, "sample:astronaut"),
+    "seed": (int, 0),
+    "later": (str, ""),
+    "steps": (int, 32),
+    "baseline": (str, "blur"),
+    "source": (str, "pack"),
+    "folder": (str, ""),
+    "limit": (int, 100),
+    "select": (str, "all"),
+    "groupby": (str, "label"),
+}
+_SHADOW_KEY = "_resattn_analysis_settings"
+_USED_KEY = "_resattn_analysis_used"
+
+
+def _parse(kind: type, raw: str | None, default):
+    if raw is None:
+        return default
+    try:
+        if kind is list:
+            return [part for part in raw.split(",") if part]
+        if kind is bool:
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        return kind(raw)
+    except (TypeError, ValueError):
+        return default
+
+
+def _text(value) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def use_settings(*names: str) -> None:
+    """Before a page draws its widgets: give each setting a value (session state, else the
+    shadow copy, else the URL, else the default) and make it plain session state, so it
+    survives runs of pages that do not draw its widget."""
+    ss = st.session_state
+    shadow = ss.setdefault(_SHADOW_KEY, {})
+    for name in names:
+        kind, default = ANALYSIS_SETTINGS[name]
+        if name not in ss:
+            ss[name] = shadow[name] if name in shadow else _parse(kind, st.query_params.get(name), default)
+        ss[name] = ss[name]
+        shadow[name] = ss[name]
+    ss[_USED_KEY] = list(names)
+
+
+def sync_settings() -> None:
+    """After the widgets: write this page's settings into the URL (only those that changed)."""
+    ss = st.session_state
+    shadow = ss.setdefault(_SHADOW_KEY, {})
+    for name in ss.get(_USED_KEY, []):
+        if name not in ss:
+            continue
+        shadow[name] = ss[name]
+        text = _text(ss[name])
+        if st.query_params.get(name) != text:
+            st.query_params[name] = text
+
+
+def page_settings() -> dict:
+    """This page's settings as JSON-able values (for the settings export)."""
+    ss = st.session_state
+    return {name: ss.get(name) for name in ss.get(_USED_KEY, [])}
+
+
+def clamp_setting(name: str, low, high) -> None:
+    """Keep a numeric setting inside its widget's range (a value from a link may not be)."""
+    value = st.session_state.get(name, ANALYSIS_SETTINGS[name][1])
+    st.session_state[name] = type(low)(min(max(value, low), high))
+
+
+def keep_options(name: str, options: list, default: list | None = None) -> None:
+    """Keep only known options in a list setting (for a multiselect)."""
+    value = [v for v in st.session_state.get(name) or [] if v in options]
+    st.session_state[name] = value if value or default is None else [d for d in default if d in options]
+
+
+# --------------------------------------------------------------------------- model and input
+
+def model_input(key: tuple, image) -> tuple[torch.nn.Module, dict, torch.Tensor]:
+    """(model, card, the normalised 1 x 3 x S x S input on the model's device) of a trace key."""
+    path, stamp, device, _sha, size = key
+    model, card, _ = cache.load_model(path, stamp, device)
+    x = preprocess(image, size, card.get("mean", IMAGENET_MEAN), card.get("std", IMAGENET_STD)).to(device)
+    return model, card, x
+
+
+def gradcam_layers(key: tuple, image) -> tuple[list[str], str]:
+    """(the layers Grad-CAM may use, its default): the attention modules, then the final units."""
+    model, _, _ = model_input(key, image)
+    default = analysis.default_gradcam_layer(model)
+    names = [name for name, _ in model.attention_modules()]
+    if hasattr(model, "final_units"):
+        names.append("final_units")
+    return (names if default in names else [default] + names), default
+
+
+# --------------------------------------------------------------------------- attributions
+
+@dataclass
+class AttributionMap:
+    method: str
+    map: np.ndarray  # H x W float32, the method's own units
+    target: int
+    params: dict
+    seconds: float  # wall time when it was computed
+
+    @property
+    def label(self) -> str:
+        return analysis.METHOD_LABELS[self.method]
+
+
+def attribution(key: tuple, image, method: str, target: int, *, layer: str | None = None,
+                ig_steps: int = 32) -> AttributionMap:
+    """One attribution of the class `target` (cached). Only the chosen method's options go
+    into the cache key, so changing IG's steps never recomputes Grad-CAM."""
+    options = {"ig": (("n_steps", int(ig_steps)),), "gradcam": (("layer", layer),), "occlusion": ()}
+    if method not in options:
+        raise ResattnError(
+            f"Unknown attribution method {method!r}: choose one of {', '.join(analysis.METHODS)}.")
+    return _attribution(key, image, method, int(target), options[method])
+
+
+@st.cache_data(max_entries=ANALYSIS_ENTRIES, ttl=cache.TRACE_TTL_S, show_spinner=False)
+def _attribution(key: tuple, _image, method: str, target: int, options: tuple) -> AttributionMap:
+    model, _, x = model_input(key, _image)
+    start = time.perf_counter()
+    result = analysis.attribute(model, x, method, target, **dict(options))
+    seconds = time.perf_counter() - start
+    return AttributionMap(method, result.map.numpy().copy(), result.target, dict(result.params), seconds)
+
+
+# --------------------------------------------------------------------------- interventions
+
+@dataclass
+class InterventionData:
+    module: str
+    mode: str
+    classes: list[str]
+    probs_before: np.ndarray
+    probs_after: np.ndarray
+    rows: list[dict]  # InterventionResult.top5_table with "name" added
+    mask_change: dict[str, float]  # module -> mean |M after - M before|
+    maps_before: dict[str, np.ndarray]  # module -> reduced mask h x w
+    maps_after: dict[str, np.ndarray]
+    identity: dict[str, float] = field(default_factory=dict)  # at the intervened module: max |H - T|, max |H|, ...
+
+
+@st.cache_data(max_entries=ANALYSIS_ENTRIES, ttl=cache.TRACE_TTL_S, show_spinner=False)
+def intervention(key: tuple, _image, module: str, mode: str, value: float = 0.5, seed: int = 0,
+                 other_key: tuple | None = None, _other_image=None, reduce: str = "mean", channel: int = 0,
+                 k: int = 8) -> InterventionData:
+    """resattn.analysis.intervene on the current image; "from_image" takes the mask of
+    `module` from the cached trace of the other image (`other_key`)."""
+    model, card, x = model_input(key, _image)
+    mask = None
+    if mode == "from_image":
+        other = cache.trace_arrays(other_key, _other_image).module(module).mask
+        mask = None if other is None else torch.from_numpy(other)
+    result = analysis.intervene(model, x, module, mode, value=float(value), mask=mask, seed=int(seed))
+    before, after = result.before.to("cpu"), result.after.to("cpu")
+    classes = list(card["classes"])
+    rows = [{"name": classes[r["class"]], **r} for r in result.top5_table(0)]
+
+    def reduced(trace) -> dict[str, np.ndarray]:
+        out = {}
+        for record in trace.modules:
+            if record.mask is not None:
+                ch = min(int(channel), record.mask.shape[1] - 1)
+                out[record.name] = analysis.reduce_channels(record.mask[0], reduce, channel=ch, k=k).numpy().copy()
+        return out
+
+    record = after[module]
+    identity = {
+        "max_abs_H_minus_T": float((record.output - record.trunk).abs().max()),
+        "max_abs_H": float(record.output.abs().max()),
+        "max_abs_T": float(record.trunk.abs().max()),
+        "max_abs_H_minus_2T": float((record.output - 2 * record.trunk).abs().max()),
+    }
+    return InterventionData(module, mode, classes, result.probabilities_before[0].numpy().copy(),
+                            result.probabilities_after[0].numpy().copy(), rows, result.mask_change(),
+                            reduced(before), reduced(after), identity)
+
+
+# --------------------------------------------------------------------------- faithfulness
+
+def faithfulness_curve(key: tuple, image, spec: tuple, target: int, *, steps: int = 32,
+                       baseline: str = "blur") -> FaithfulnessCurve:
+    """The deletion and insertion curves of one map (cached per map). spec:
+    ("mask", module, reduce, channel, k) | ("attribution", method, options...) as for
+    `attribution` | ("random", seed)."""
+    return _faithfulness_curve(key, image, tuple(spec), int(target), int(steps), str(baseline))
+
+
+@st.cache_data(max_entries=ANALYSIS_ENTRIES, ttl=cache.TRACE_TTL_S, show_spinner=False)
+def _faithfulness_curve(key: tuple, _image, spec: tuple, target: int, steps: int, baseline: str) -> FaithfulnessCurve:
+    model, _, x = model_input(key, _image)
+    size = key[-1]
+    kind = spec[0]
+    if kind == "random":
+        curves = analysis.faithfulness(model, x, {}, target, steps=steps, baseline=baseline, include_random=True,
+                                       seed=int(spec[1]))
+        return curves["random"]
+    if kind == "mask":
+        _, module, reduce, channel, k = spec
+        values = cache.reduced(key, _image, module, "mask", reduce, channel, k, size)
+        name = f"mask:{module}"
+    elif kind == "attribution":
+        _, method, options = spec[0], spec[1], dict(spec[2:])
+        values = attribution(key, _image, method, target, layer=options.get("layer"),
+                             ig_steps=options.get("ig_steps", 32)).map
+        name = method
+    else:
+        raise ValueError(f"unknown map spec {spec!r}")
+    curves = analysis.faithfulness(model, x, {name: torch.from_numpy(values)}, target, steps=steps,
+                                   baseline=baseline, include_random=False)
+    return curves[name]
+
+
+# --------------------------------------------------------------------------- dataset
+
+def _stamp(path: Path) -> tuple:
+    try:
+        info = path.stat()
+        return (info.st_size, info.st_mtime_ns)
+    except OSError:
+        return (None, None)
+
+
+def source_signature(source: str) -> tuple:
+    """What a dataset source's content depends on: the pack file's stamp, or the image
+    files of a folder (relative name, size, mtime)."""
+    if source == "pack":
+        try:
+            pack = find_pack()
+        except ResattnError:
+            return ()
+        return (str(pack),) + _stamp(pack)
+    root = Path(source).expanduser()
+    if root.is_file():
+        return (str(root),) + _stamp(root)
+    if not root.is_dir():
+        return ()
+    return tuple(sorted((str(p.relative_to(root)),) + _stamp(p) for p in root.rglob("*")
+                        if p.suffix.lower() in IMAGE_SUFFIXES))
+
+
+def dataset_images(source: str, limit: int | None, size: int, classes: list[str]) -> tuple[ImageSet, str]:
+    """(images, their hash) of a source ("pack" or a folder path), limited to `limit`
+    images spread over the set, at size x size. Raises ResattnError with what to do."""
+    source = source if source == "pack" else str(Path(source).expanduser())
+    return _dataset_images(source, limit, int(size), tuple(classes), source_signature(source))
+
+
+@st.cache_resource(max_entries=DATASET_ENTRIES, ttl=cache.TRACE_TTL_S, show_spinner=False)
+def _dataset_images(source: str, limit: int | None, size: int, classes: tuple, signature: tuple):
+    images = datasets.load_images(source, classes=list(classes), size=size, limit=limit)
+    return images, datasets.images_hash(images)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _checkpoint_hash(path: str, stamp: tuple) -> str:
+    return datasets.checkpoint_hash(path)
+
+
+def statistics_path(entry: cache.Entry, images_sha: str, size: int) -> Path:
+    """Where resattn.analysis.dataset.mask_statistics caches these statistics: the same key
+    (checkpoint bytes, images, settings); tests check that the two agree."""
+    card = entry.card or {}
+    settings = {"size": int(size), "map_size": MAP_SIZE, "mean": tuple(card.get("mean", IMAGENET_MEAN)),
+                "std": tuple(card.get("std", IMAGENET_STD))}
+    key = datasets.statistics_key(_checkpoint_hash(entry.path, entry.stamp), images_sha, settings)
+    return datasets.cache_dir() / f"mask-stats-{key}.npz"
+
+
+def cached_statistics(entry: cache.Entry, images_sha: str, size: int) -> datasets.MaskStatistics | None:
+    """The statistics if they were computed before (on disk), else None; computes nothing."""
+    path = statistics_path(entry, images_sha, size)
+    return _load_statistics(str(path), _stamp(path)) if path.is_file() else None
+
+
+@st.cache_data(max_entries=8, ttl=cache.TRACE_TTL_S, show_spinner=False)
+def _load_statistics(path: str, stamp: tuple) -> datasets.MaskStatistics:
+    return datasets.MaskStatistics.load(path)
+
+
+def compute_statistics(entry: cache.Entry, device: str, images: ImageSet, size: int,
+                       progress: Callable[[float], None] | None = None) -> datasets.MaskStatistics:
+    """resattn.analysis.dataset.mask_statistics (written to its disk cache)."""
+    model, card, _ = cache.load_model(entry.path, entry.stamp, device)
+    return datasets.mask_statistics(model, card, images, checkpoint=entry.path, size=int(size), map_size=MAP_SIZE,
+                                    progress=progress, show_progress=False)
+
+
+# --------------------------------------------------------------------------- exports
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "table"
+
+
+def downloads(figures: dict, name: str, *, tables: dict[str, pd.DataFrame] | None = None, arrays=None,
+              settings_json: str | None = None, key: str) -> None:
+    """ui.export's downloads (PNG/SVG per figure, .npz, settings JSON) plus every table as
+    CSV and JSON, in one expander."""
+    with st.expander("Export: figures (PNG/SVG), numbers (CSV/JSON), tensors (.npz), settings (JSON)"):
+        for i, (title, fig) in enumerate(figures.items()):
+            st.markdown(f"**{title}**")
+            export.figure_downloads(fig, f"{name}_{title}", key=f"{key}_{i}")
+        for j, (title, table) in enumerate((tables or {}).items()):
+            st.markdown(f"**{title}**")
+            slug = _slug(f"{name}_{title}")
+            left, right = st.columns(2)
+            left.download_button("CSV", lambda t=table: t.to_csv(index=False), file_name=f"{slug}.csv",
+                                 mime="text/csv", key=f"{key}_t{j}_csv", on_click="ignore",
+                                 icon=":material/table:", width="stretch")
+            right.download_button("JSON", lambda t=table: t.to_json(orient="records", indent=2),
+                                  file_name=f"{slug}.json", mime="application/json", key=f"{key}_t{j}_json",
+                                  on_click="ignore", icon=":material/data_object:", width="stretch")
+        export.data_downloads(name, arrays=arrays, settings_json=settings_json, key=key)

@@ -1,0 +1,363 @@
+"""Everything the app computes, cached and bounded. The only state shared between sessions.
+
+Bounds (also the numbers to change if memory is tight):
+
+- models: `st.cache_resource(max_entries=MODEL_ENTRIES)`, keyed on (checkpoint path, file
+  size + mtime, device); 6 = the five zoo models plus one more. A model is shared by all
+  sessions; `resattn.trace` serialises hooked passes on it with a per-model lock.
+- traces: `st.cache_data(max_entries=TRACE_ENTRIES, ttl=TRACE_TTL_S)`, keyed on (checkpoint
+  path + stamp, device, image sha256, input size). A trace holds every module's input, T,
+  M and H as float32 numpy arrays on the CPU: ~1.5 MB for Attention-56 at width 0.25 and
+  128 px, ~20 MB at width 1.0 and 224 px, so 32 entries stay under ~650 MB worst case.
+- derived maps (reductions, resized maps, thumbnails, statistics):
+  `st.cache_data(max_entries=DERIVED_ENTRIES, ttl=TRACE_TTL_S)`; each is a few KB.
+- decoded uploads: `st.cache_data(max_entries=UPLOAD_ENTRIES, ttl=TRACE_TTL_S)`, images
+  shrunk to at most MAX_SIDE pixels per side first (~3 MB each).
+- the checkpoint folder listing: `st.cache_data(ttl=LISTING_TTL_S)`, keyed on the folder's
+  file names, sizes and mtimes, so a new or replaced file shows up on the next rerun.
+
+Changing a display option (reduction, colour scale, opacity) only reads these caches: no
+new forward pass. Nothing here keeps per-session state.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+import torch
+
+import resattn
+from resattn import stats
+from resattn.analysis import reduce as reduce_maps
+from resattn.checkpoints import IMAGENET_MEAN, IMAGENET_STD, read_card
+from resattn.data import preprocess
+from resattn.errors import CheckpointError
+
+MODEL_ENTRIES = 6
+TRACE_ENTRIES = 32
+TRACE_TTL_S = 3600
+DERIVED_ENTRIES = 512
+UPLOAD_ENTRIES = 16
+LISTING_TTL_S = 30
+MAX_SIDE = 1024  # uploads are shrunk to this before anything else; the networks see <= 224 px
+TENSORS = ("input", "trunk", "mask", "output")
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+@dataclass(frozen=True)
+class Entry:
+    """One checkpoint in the folder: usable (card set) or not (error says why)."""
+    name: str
+    path: str  # stem, without suffix
+    stamp: tuple  # (size, mtime_ns) of the weights and the card: part of every cache key
+    card: dict | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.card is not None
+
+
+def checkpoint_folder() -> Path:
+    """`checkpoints/` beside app.py, or $RESATTN_CHECKPOINTS."""
+    env = os.environ.get("RESATTN_CHECKPOINTS")
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parents[1] / "checkpoints"
+
+
+def _file_stamp(path: Path) -> tuple:
+    try:
+        st_ = path.stat()
+        return (st_.st_size, st_.st_mtime_ns)
+    except OSError:
+        return (None, None)
+
+
+def _folder_signature(folder: Path) -> tuple:
+    if not folder.is_dir():
+        return ()
+    return tuple(sorted((p.name,) + _file_stamp(p) for p in folder.iterdir()
+                        if p.suffix in (".safetensors", ".json")))
+
+
+def list_entries(folder: Path) -> list[Entry]:
+    """Every checkpoint in `folder` (a .safetensors file, or a .json card without one), with
+    the reason when it cannot be used. Cached for LISTING_TTL_S, and re-read at once when a
+    file in the folder changes."""
+    return _list_entries(str(folder), _folder_signature(folder))
+
+
+@st.cache_data(ttl=LISTING_TTL_S, max_entries=8, show_spinner=False)
+def _list_entries(folder: str, signature: tuple) -> list[Entry]:
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    stems = sorted({p.with_suffix("") for p in root.glob("*.safetensors")} |
+                   {p.with_suffix("") for p in root.glob("*.json")})
+    entries = []
+    for stem in stems:
+        weights, card_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+        stamp = _file_stamp(weights) + _file_stamp(card_path)
+        if not weights.is_file():
+            try:
+                card = read_card(card_path)
+            except CheckpointError:
+                continue  # a .json that is no model card (e.g. a results file): not a checkpoint
+            entries.append(Entry(stem.name, str(stem), stamp, error=f"{card_path.name} has no weights file "
+                                 f"{weights.name} beside it: copy the weights there or remove the card."))
+            continue
+        try:
+            card = read_card(stem)
+            _check_header(weights)
+        except CheckpointError as exc:
+            entries.append(Entry(stem.name, str(stem), stamp, error=str(exc)))
+            continue
+        entries.append(Entry(stem.name, str(stem), stamp, card=card))
+    return entries
+
+
+def _check_header(weights: Path) -> None:
+    """Open the safetensors header (cheap: no tensor is read) so that a truncated or
+    foreign file is flagged in the picker rather than when it is chosen."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            keys = list(f.keys())
+    except Exception as exc:
+        raise CheckpointError(f"{weights.name} is not a readable safetensors file ({exc}); it may be "
+                              "truncated: copy it again or retrain it.") from None
+    if not keys:
+        raise CheckpointError(f"{weights.name} holds no tensors: copy it again or retrain it.")
+
+
+@st.cache_resource(max_entries=MODEL_ENTRIES, show_spinner="Loading the checkpoint…")
+def load_model(path: str, stamp: tuple, device: str):
+    """(model in eval mode on `device`, card, outline). Raises CheckpointError; failures
+    are not cached, so a fixed file works on the next rerun."""
+    model, card = resattn.load_checkpoint(path, device=device)
+    return model, card, stats.network_outline(model)
+
+
+# --------------------------------------------------------------------------- images
+
+def image_sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@st.cache_data(max_entries=UPLOAD_ENTRIES, ttl=TRACE_TTL_S, show_spinner="Reading the image…")
+def decode_upload(sha: str, _data: bytes):
+    """An uploaded file's bytes as an RGB PIL image at most MAX_SIDE pixels per side, keyed
+    on the bytes' sha256. Raises resattn.ImageError for anything that is not a readable
+    image (or is too large)."""
+    image = resattn.load_image(io.BytesIO(_data))
+    image.thumbnail((MAX_SIDE, MAX_SIDE))
+    return image
+
+
+@st.cache_data(max_entries=2 * UPLOAD_ENTRIES, ttl=TRACE_TTL_S, show_spinner=False)
+def preview(sha: str, _image, side: int = 360) -> np.ndarray:
+    """A small copy of the chosen image for the sidebar (keyed on its sha256)."""
+    small = _image.copy()
+    small.thumbnail((side, side))
+    return np.asarray(small)
+
+
+# --------------------------------------------------------------------------- traces
+
+@dataclass
+class ModuleArrays:
+    name: str
+    stage: int
+    input: np.ndarray  # C x h x w float32
+    trunk: np.ndarray
+    mask: np.ndarray | None
+    output: np.ndarray
+
+    def tensor(self, which: str) -> np.ndarray | None:
+        return getattr(self, which)
+
+
+@dataclass
+class TraceData:
+    """One image through one checkpoint: CPU numpy arrays only (cheap to cache and copy)."""
+    checkpoint: str
+    classes: list[str]
+    logits: np.ndarray  # classes
+    probs: np.ndarray
+    image: np.ndarray  # uint8 S x S x 3: the image as the network saw it (resized square)
+    modules: list[ModuleArrays] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.modules]
+
+    def module(self, name: str) -> ModuleArrays:
+        for m in self.modules:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+    def top(self, k: int = 5) -> list[tuple[str, float]]:
+        order = np.argsort(-self.probs)[:k]
+        return [(self.classes[i], float(self.probs[i])) for i in order]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Flat name -> array mapping for .npz export."""
+        out = {"logits": self.logits, "probs": self.probs, "image": self.image}
+        for m in self.modules:
+            for which in TENSORS:
+                value = m.tensor(which)
+                if value is not None:
+                    out[f"{m.name}/{which}"] = value
+        return out
+
+
+def trace_key(entry: Entry, device: str, sha: str, size: int) -> tuple:
+    """What a trace depends on; the cache key of everything computed from it."""
+    return (entry.path, entry.stamp, device, sha, int(size))
+
+
+def network_view(image, size: int) -> np.ndarray:
+    """The image resized to size x size, as uint8: exactly the pixels the network sees
+    before normalisation (resattn.data.preprocess resizes the same way)."""
+    from torchvision.transforms import v2
+
+    x = v2.functional.pil_to_tensor(image.convert("RGB"))
+    x = v2.functional.resize(x, [size, size], antialias=True)
+    return x.permute(1, 2, 0).numpy().copy()
+
+
+def _model_and_input(key: tuple, image):
+    """The cached model of a trace key and the image preprocessed as its card says."""
+    path, stamp, device, _sha, size = key
+    model, card, _ = load_model(path, stamp, device)
+    x = preprocess(image, size, card.get("mean") or IMAGENET_MEAN, card.get("std") or IMAGENET_STD)
+    return model, card, x.to(device)
+
+
+@st.cache_data(max_entries=TRACE_ENTRIES, ttl=TRACE_TTL_S, show_spinner="Running the image through the network…")
+def trace_arrays(key: tuple, _image) -> TraceData:
+    """One forward pass with hooks (resattn.trace) for `key` = trace_key(...); `_image` (the
+    PIL image whose sha256 is in the key) is not hashed."""
+    import time
+
+    path, stamp, device, _sha, size = key
+    model, card, x = _model_and_input(key, _image)
+    start = time.perf_counter()
+    tr = resattn.trace(model, x).to("cpu")
+    seconds = time.perf_counter() - start
+
+    def arr(t):
+        return None if t is None else t[0].float().numpy().copy()
+
+    logits = tr.logits[0].float()
+    modules = [ModuleArrays(r.name, r.stage, arr(r.input), arr(r.trunk), arr(r.mask), arr(r.output))
+               for r in tr.modules]
+    return TraceData(Path(path).name, list(card["classes"]), logits.numpy().copy(),
+                     torch.softmax(logits, 0).numpy().copy(), network_view(_image, size), modules, seconds)
+
+
+@st.cache_data(max_entries=TRACE_ENTRIES, ttl=TRACE_TTL_S, show_spinner="Reading the mask logits…")
+def mask_logits_arrays(key: tuple, _image) -> dict[str, np.ndarray]:
+    """The soft mask logits (before the activation) per module, C x h x w (How it works)."""
+    model, _, x = _model_and_input(key, _image)
+    return {name: t[0].float().cpu().numpy().copy() for name, t in stats.mask_logits(model, x).items()}
+
+
+# --------------------------------------------------------------------------- derived maps
+
+@st.cache_data(max_entries=DERIVED_ENTRIES, ttl=TRACE_TTL_S, show_spinner=False)
+def ranked_channels(key: tuple, _image, module: str) -> list[int]:
+    """A module's channels by decreasing mask energy (mean of M² over space); by the trunk's
+    energy for a model without masks. One order for every tensor of the module, so that
+    "top-k" and the channel grid pick the same channels of X, T, M and H."""
+    mod = trace_arrays(key, _image).module(module)
+    basis = mod.mask if mod.mask is not None else mod.trunk
+    return reduce_maps.channel_energy(torch.from_numpy(basis)).argsort(descending=True).tolist()
+
+
+@st.cache_data(max_entries=DERIVED_ENTRIES, ttl=TRACE_TTL_S, show_spinner=False)
+def reduced(key: tuple, _image, module: str, which: str, mode: str = "mean", channel: int = 0, k: int = 8,
+            size: int | None = None) -> np.ndarray | None:
+    """One module's tensor (`which` in TENSORS) reduced over channels (resattn.analysis.reduce)
+    and, with `size`, resized to size x size (bilinear). "topk" averages the k channels with
+    the most *mask* energy (see `ranked_channels`), the same channels for every tensor. None
+    when the tensor is absent (the mask of a model without attention)."""
+    tensor = trace_arrays(key, _image).module(module).tensor(which)
+    if tensor is None:
+        return None
+    t = torch.from_numpy(tensor)
+    if mode == "topk":
+        top = ranked_channels(key, _image, module)[:max(1, int(k))]
+        out = reduce_maps.reduce_channels(t[top], "mean")
+    else:
+        out = reduce_maps.reduce_channels(t, mode, channel=channel, k=k)
+    if size is not None:
+        out = reduce_maps.to_image_size(out, size)
+    return out.numpy().copy()
+
+
+@st.cache_data(max_entries=DERIVED_ENTRIES, ttl=TRACE_TTL_S, show_spinner=False)
+def channel_selection(key: tuple, _image, module: str, which: str, count: int, order: str,
+                      max_side: int = 32) -> tuple[np.ndarray, list[int]] | None:
+    """Up to `count` channels of a tensor for the channel grid: those with the most mask
+    energy (order="energy", see `ranked_channels`) or the first ones (order="index").
+    Maps larger than max_side are shrunk (anti-aliased) to keep the figure light."""
+    tensor = trace_arrays(key, _image).module(module).tensor(which)
+    if tensor is None:
+        return None
+    t = torch.from_numpy(tensor)
+    if order == "energy":
+        indices = ranked_channels(key, _image, module)[:count]
+    else:
+        indices = list(range(min(count, t.shape[0])))
+    chosen = t[indices]
+    if max(chosen.shape[-2:]) > max_side:
+        chosen = reduce_maps.to_image_size(chosen[:, None], (max_side, max_side))[:, 0]
+    return chosen.numpy().copy(), indices
+
+
+@st.cache_data(max_entries=DERIVED_ENTRIES, ttl=TRACE_TTL_S, show_spinner=False)
+def histogram(key: tuple, _image, module: str | None, which: str, bins: int = 60,
+              value_range: tuple[float, float] | None = None):
+    """(fractions, edges) of a tensor's values (module None: all modules together)."""
+    tr = trace_arrays(key, _image)
+    mods = tr.modules if module is None else [tr.module(module)]
+    values = [m.tensor(which) for m in mods if m.tensor(which) is not None]
+    if not values:
+        return None
+    return stats.value_histogram(np.concatenate([v.ravel() for v in values]), bins, value_range)
+
+
+@st.cache_data(max_entries=DERIVED_ENTRIES, ttl=TRACE_TTL_S, show_spinner=False)
+def stage_statistics(key: tuple, _image) -> dict[int, dict[str, float]]:
+    tr = trace_arrays(key, _image)
+    return stats.stage_mask_statistics((m.stage, m.mask) for m in tr.modules)
+
+
+@st.cache_data(max_entries=DERIVED_ENTRIES, ttl=TRACE_TTL_S, show_spinner=False)
+def magnitudes(key: tuple, _image) -> list[dict]:
+    tr = trace_arrays(key, _image)
+    return stats.magnitude_profile([m.__dict__ for m in tr.modules])
+
+
+def clear_all() -> None:
+    """Empty every cache (the sidebar's "clear caches" button)."""
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+@st.cache_data(max_entries=DERIVED_ENTRIES, ttl=TRACE_TTL_S, show_spinner=False)
+def activation_demo(key: tuple, _image, module: str) -> dict | None:
+    """resattn.stats.activation_summary of one module's mask logits (None without a mask)."""
+    logits = mask_logits_arrays(key, _image).get(module)
+    return None if logits is None else stats.activation_summary(torch.from_numpy(logits))
