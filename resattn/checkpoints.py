@@ -35,7 +35,7 @@ def _stem(path: str | os.PathLike) -> Path:
     return path.with_name(path.stem) if path.suffix in (".json", ".safetensors") else path
 
 
-def _sibling(stem: Path, suffix: str) -> Path:
+def sibling_path(stem: Path, suffix: str) -> Path:
     """`stem` + suffix; unlike Path.with_suffix it never eats a dotted part of the name."""
     return stem.with_name(stem.name + suffix)
 
@@ -48,6 +48,7 @@ def atomic_write(target: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; checkpoints are meant to be shared
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -76,11 +77,11 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, card: dict) -> Pa
     if missing:
         raise ValueError(f"the card lacks {', '.join(missing)}")
     stem = _stem(path)
-    weights = _sibling(stem, ".safetensors")
+    weights = sibling_path(stem, ".safetensors")
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     text = json.dumps(card, indent=2, sort_keys=False)
     atomic_write(weights, lambda tmp: save_file(state, tmp, metadata={"card": text}))
-    atomic_write(_sibling(stem, ".json"), lambda tmp: Path(tmp).write_text(text + "\n"))
+    atomic_write(sibling_path(stem, ".json"), lambda tmp: Path(tmp).write_text(text + "\n"))
     return weights
 
 
@@ -129,7 +130,7 @@ def _is_number(value: Any) -> bool:
 def read_card(path: str | os.PathLike) -> dict:
     """The card of a checkpoint without loading its weights (for pickers and listings)."""
     stem = _stem(path)
-    json_path = _sibling(stem, ".json")
+    json_path = sibling_path(stem, ".json")
     if json_path.is_file():
         try:
             card = json.loads(json_path.read_text(encoding="utf-8"))
@@ -137,7 +138,7 @@ def read_card(path: str | os.PathLike) -> dict:
             raise CheckpointError(f"The model card {json_path} is not valid JSON ({exc}); restore it "
                                   "or delete it to use the card stored in the weights.") from None
         return _validate_card(card, json_path)
-    weights = _sibling(stem, ".safetensors")
+    weights = sibling_path(stem, ".safetensors")
     return _validate_card(_card_from_safetensors(weights), weights)
 
 
@@ -248,7 +249,7 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
         _check_shapes({k: tuple(v.shape) for k, v in state.items()}, model, card, path)
     else:
         card = read_card(path)
-        weights = _sibling(_stem(path), ".safetensors")
+        weights = sibling_path(_stem(path), ".safetensors")
         with torch.device("meta"):
             model = build_from_card(card)
         _check_shapes(_safetensors_shapes(weights), model, card, weights)

@@ -67,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--snapshot", metavar="DEST", help="with --resume: evaluate the run's last saved state and "
+                   "save it as checkpoint DEST (card marked unfinished), without training")
     p.add_argument("--stop-after", type=int, help="stop (as on SIGTERM) after this many steps (tests)")
     return p.parse_args(argv)
 
@@ -260,20 +262,33 @@ class Trainer:
                 digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
             (self.out / f"weights_rank{self.rank}.sha256").write_text(digest.hexdigest() + "\n")
 
-    def finish(self) -> Path:
+    def finish(self, dest: Path | None = None) -> Path:
+        """Evaluate and save the model with its card; `dest` saves a snapshot of an unfinished
+        run instead (its card says so)."""
         metrics = self.evaluate()
         a = self.args
         name = a.name or f"{a.model}_{a.attention}_{a.residual}"
+        snapshot = dest is not None
+        if snapshot:
+            weights = (f"snapshot of an unfinished training run after epoch {self.epoch} of {a.epochs} "
+                       f"(step {self.step} of the next); not the final model")
+            command = "python -m resattn.train " + " ".join(
+                f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in vars(a).items()
+                if v not in (None, False, 0) and k not in ("resume", "snapshot", "stop_after", "workers"))
+        else:
+            weights = "trained with resattn.train (see recipe)"
+            command = "python -m resattn.train " + " ".join(shlex.quote(x) for x in sys.argv[1:])
         card = {
             "arch": a.model, "attention": a.attention, "residual": a.residual, "width": a.width,
             "classes": self.classes, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
             "input_size": a.eval_size, "train_size": a.input_size,
-            "weights": "trained with resattn.train (see recipe)",
+            "weights": weights,
             "metrics": {"val_top1": metrics["top1"], "val_per_class_top1": metrics["per_class_top1"],
                         "val_images": metrics["images"], "eval_size": a.eval_size},
             "recipe": {
-                "command": "python -m resattn.train " + " ".join(shlex.quote(x) for x in sys.argv[1:]),
-                "seed": a.seed, "epochs": a.epochs, "batch_size": a.batch_size * self.world,
+                "command": command,
+                "seed": a.seed, "epochs": a.epochs if not snapshot else self.epoch, "planned_epochs": a.epochs,
+                "batch_size": a.batch_size * self.world,
                 "optimizer": f"SGD nesterov momentum {a.momentum}, weight decay {a.weight_decay}",
                 "schedule": f"one-cycle, peak lr {a.lr}, warm-up {a.warmup}",
                 "augmentation": f"random-resized crop {a.input_size} px (scale {a.min_scale}-1), flip",
@@ -283,7 +298,7 @@ class Trainer:
                 "processes": self.world, "torch": torch.__version__, "commit": project_commit(),
             },
         }
-        path = save_checkpoint(self.out / name, self.model, card)
+        path = save_checkpoint(dest if snapshot else self.out / name, self.model, card)
         print(f"saved {path} (val top-1 {metrics['top1']:.2f} %)")
         return path
 
@@ -312,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume and (out / STATE_FILE).is_file():
             saved = torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)["args"]
             # The run's own settings win, so a resumed run is the same run.
-            keep = {"resume", "device", "workers", "stop_after", "data", "out"}
+            keep = {"resume", "device", "workers", "stop_after", "data", "out", "snapshot"}
             args = argparse.Namespace(**{**saved, **{k: getattr(args, k) for k in keep}})
         elif not args.resume and (out / STATE_FILE).is_file():
             raise ResattnError(f"{out} already holds a run; add --resume to continue it or choose another --out.")
@@ -320,6 +335,11 @@ def main(argv: list[str] | None = None) -> int:
         trainer = Trainer(args, rank, world, device)
         if args.resume:
             trainer.load_state()
+        if args.snapshot:
+            if not args.resume:
+                raise ResattnError("--snapshot needs --resume: it saves the run's last saved state.")
+            trainer.finish(Path(args.snapshot))
+            return 0
 
         def request_stop(signum, frame):
             trainer.stop_requested = True

@@ -32,6 +32,7 @@ import streamlit as st
 import torch
 
 import resattn
+from resattn.checkpoints import sibling_path
 from resattn import stats
 from resattn.analysis import reduce as reduce_maps
 from resattn.checkpoints import IMAGENET_MEAN, IMAGENET_STD, read_card
@@ -103,7 +104,7 @@ def _list_entries(folder: str, signature: tuple) -> list[Entry]:
                    {p.with_suffix("") for p in root.glob("*.json")})
     entries = []
     for stem in stems:
-        weights, card_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+        weights, card_path = sibling_path(stem, ".safetensors"), sibling_path(stem, ".json")
         stamp = _file_stamp(weights) + _file_stamp(card_path)
         if not weights.is_file():
             try:

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..checkpoints import IMAGENET_MEAN, IMAGENET_STD, _sibling, _stem, atomic_write
+from ..checkpoints import IMAGENET_MEAN, IMAGENET_STD, sibling_path, _stem, atomic_write
 from ..data import IMAGE_SUFFIXES, ImageSet, find_pack, load_pack
 from ..errors import ImageError, ResattnError
 from ..trace import trace
@@ -265,7 +265,7 @@ def checkpoint_hash(path: str | os.PathLike) -> str:
     """SHA-256 of a checkpoint's weight file (.safetensors for a stem, .json or
     .safetensors path; a .pt/.pth file as it is)."""
     path = Path(path)
-    weights = path if path.suffix in (".pt", ".pth") else _sibling(_stem(path), ".safetensors")
+    weights = path if path.suffix in (".pt", ".pth") else sibling_path(_stem(path), ".safetensors")
     if not weights.is_file():
         raise ResattnError(f"No checkpoint weights at {weights}.")
     digest = hashlib.sha256()
