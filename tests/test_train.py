@@ -113,3 +113,15 @@ def test_torchrun_two_cpu_processes_agree(tmp_path):
     assert digests[0] == digests[1]
     card = json.loads((out / "attention56_cifar_mixed_arl.json").read_text())
     assert card["recipe"]["processes"] == 2 and card["recipe"]["batch_size"] == 16
+
+
+def test_snapshot_of_unfinished_run_is_marked(tmp_path):
+    out = tmp_path / "run"
+    assert run_train(*TINY, "--out", str(out), "--stop-after", "7").returncode == 0
+    snap = run_train("--out", str(out), "--resume", "--snapshot", str(tmp_path / "snap"))
+    assert snap.returncode == 0, snap.stderr
+    card = json.loads((tmp_path / "snap.json").read_text())
+    assert card["weights"].startswith("snapshot of an unfinished training run after epoch 1 of 2")
+    assert card["recipe"]["epochs"] == 1 and card["recipe"]["planned_epochs"] == 2
+    assert "--epochs 2" in card["recipe"]["command"]
+    assert not list(out.glob("*.safetensors"))  # the run itself is untouched and can go on
