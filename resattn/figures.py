@@ -314,7 +314,7 @@ def histogram_figure(counts: np.ndarray, edges: np.ndarray, *, title: str | None
            "hovertemplate": "%{customdata[0]:.3g} to %{customdata[1]:.3g}: %{y:.2%}<extra></extra>"}
     layout = _layout(height, font_size, title=title, bargap=0.02,
                      xaxis={"title": {"text": x_title}, "showgrid": False},
-                     yaxis={"title": {"text": "fraction of values"}, "tickformat": ".0%" if not log_y else None,
+                     yaxis={"title": {"text": "fraction of values"}, "tickformat": ".2~%" if not log_y else None,
                             "type": "log" if log_y else "linear", "gridcolor": "#e5e5e5"},
                      margin={"l": 70, "r": 10, "t": 50 if title else 10, "b": 60})
     return go.Figure(data=[bar], layout=layout)
@@ -339,7 +339,7 @@ def histograms_figure(hists: Mapping[str, tuple[np.ndarray, np.ndarray]], *, x_t
                      "hovertemplate": "%{x:.3g}: %{y:.2%}<extra>" + name + "</extra>"})
         layout["xaxis" + axis] = {"domain": _domain(x0, x0 + width), "anchor": "y" + axis, "showgrid": False,
                                   "title": {"text": (x_titles or {}).get(name, "value")}}
-        layout["yaxis" + axis] = {"anchor": "x" + axis, "tickformat": ".0%", "gridcolor": "#e5e5e5",
+        layout["yaxis" + axis] = {"anchor": "x" + axis, "tickformat": ".2~%", "gridcolor": "#e5e5e5",
                                   "title": {"text": "fraction of values" if i == 0 else ""}}
         annotations.append(_title_annotation(name, x0 + width / 2, 1.02, font_size))
     layout["annotations"] = annotations
