@@ -8,14 +8,12 @@ import streamlit as st
 
 from resattn import analysis
 from resattn import figures_analysis as fa
-from resattn.analysis.reduce import REDUCE_MODES
+from resattn.analysis.reduce import REDUCE_LABELS as REDUCTIONS, REDUCE_MODES
 from resattn.errors import ResattnError
 from ui import analysis_cache as analysed
 from ui import cache, state
 from ui.cards import describe
 
-REDUCTIONS = {"mean": "mean over channels", "max": "max over channels", "channel": "one channel",
-              "topk": "top-k channels by mask energy", "pca": "first PCA component"}
 UNITS = {"ig": ("IG", "IG (logit)"), "gradcam": ("Grad-CAM", "Grad-CAM"), "occlusion": ("drop", "logit drop")}
 
 app = state.current()

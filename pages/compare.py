@@ -5,13 +5,11 @@ import pandas as pd
 import streamlit as st
 
 from resattn import figures, stats
-from resattn.analysis.reduce import REDUCE_MODES
+from resattn.analysis.reduce import REDUCE_LABELS as REDUCTIONS, REDUCE_MODES
 from ui import cache, export, state
 from ui.cards import describe, pick_zoo
 
 SHOW = {"mask": "soft mask M", "output": "output H", "trunk": "trunk T"}
-REDUCTIONS = {"mean": "mean over channels", "max": "max over channels", "channel": "one channel",
-              "topk": "top-k channels by mask energy", "pca": "first PCA component"}
 MASK_SCALES = {"family": "by activation, fixed (sigmoid 0…1, channel −1…1)",
                "data": "by activation, data range", "single": "one scale for all masks (−1…1)"}
 FONT = figures.PROJECTOR_FONT_SIZE

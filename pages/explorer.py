@@ -4,12 +4,10 @@ import numpy as np
 import streamlit as st
 
 from resattn import figures
-from resattn.analysis.reduce import REDUCE_MODES
+from resattn.analysis.reduce import REDUCE_LABELS as REDUCTIONS, REDUCE_MODES
 from ui import cache, export, state
 from ui.cards import describe
 
-REDUCTIONS = {"mean": "mean over channels", "max": "max over channels", "channel": "one channel",
-              "topk": "top-k channels by mask energy", "pca": "first PCA component"}
 SCALES = {"map": "per map", "stage": "per stage", "global": "global"}
 TENSOR_NAMES = {"mask": "mask M", "trunk": "trunk T", "output": "output H", "input": "input X"}
 GRID_CHANNELS = 16

@@ -12,6 +12,9 @@ import torch.nn.functional as F
 from ..errors import ResattnError
 
 REDUCE_MODES = ("mean", "max", "channel", "topk", "pca")
+# How each mode is named to people (pickers, captions, figure titles).
+REDUCE_LABELS = {"mean": "mean over channels", "max": "max over channels", "channel": "one channel",
+                 "topk": "top-k channels by mask energy", "pca": "first PCA component"}
 
 
 def _as_batch(tensor: torch.Tensor) -> tuple[torch.Tensor, bool]:
