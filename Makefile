@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8501
 
-.PHONY: run test bench clean-venv
+.PHONY: run test bench reliability clean-venv
 
 run: .stamp-runtime
 	$(BIN)/streamlit run app.py --server.port $(PORT)
@@ -14,6 +14,11 @@ test: .stamp-dev
 
 bench: .stamp-runtime
 	$(BIN)/python -m resattn.bench
+
+# Run the tests that record rows of the reliability table, then publish the table.
+reliability: .stamp-dev
+	$(BIN)/python -m pytest -m reliability -q
+	cp test-artifacts/reliability.md docs/reliability.md
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -29,6 +29,8 @@ def load_image(source: str | os.PathLike | bytes | BinaryIO) -> Image.Image:
             raise ImageError(f"No image file at {os.fspath(source)}: check the path.")
     elif not hasattr(source, "read"):
         raise TypeError(f"load_image takes a path, bytes or a file-like object, not {type(source).__name__}")
+    if _is_empty(source):
+        raise ImageError("The file is empty (0 bytes); choose an image file.")
     try:
         # Pillow refuses images above 2 x Image.MAX_IMAGE_PIXELS itself and only warns above
         # 1 x; our own MAX_PIXELS check below is stricter than both. (No warnings.catch_warnings
@@ -59,6 +61,22 @@ def load_image(source: str | os.PathLike | bytes | BinaryIO) -> Image.Image:
         detail = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise ImageError(f"The image could not be decoded ({detail}); it may be truncated or corrupt: "
                          "choose another file.") from None
+
+
+def _is_empty(source) -> bool:
+    """True for a 0-byte path or a seekable stream with nothing left to read (others are left
+    to Pillow, which calls them unreadable)."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.path.getsize(source) == 0
+    try:
+        if not source.seekable():
+            return False
+        position = source.tell()
+        first = source.read(1)
+        source.seek(position)
+        return not first
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -332,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         elif not args.resume and (out / STATE_FILE).is_file():
             raise ResattnError(f"{out} already holds a run; add --resume to continue it or choose another --out.")
         check_writable(out)
+        if rank == 0:  # a crash while writing a checkpoint leaves its temporary file; never read, drop it
+            for stale in out.glob(f".{STATE_FILE}.*.tmp"):
+                stale.unlink(missing_ok=True)
         trainer = Trainer(args, rank, world, device)
         if args.resume:
             trainer.load_state()
@@ -346,7 +349,14 @@ def main(argv: list[str] | None = None) -> int:
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
-        trainer.run()
+        try:
+            trainer.run()
+        except OSError as exc:  # e.g. the disk filled up while a checkpoint was written
+            last = out / STATE_FILE
+            kept = f"the last complete state is {last}" if last.is_file() else "no state was saved yet"
+            print(f"error: Could not write to {out} ({exc.strerror or exc}); {kept}. Free some space or fix the "
+                  "folder, then continue with --resume.", file=sys.stderr)
+            return 1
         return 0
     except ResattnError as exc:
         print(f"error: {exc}", file=sys.stderr)

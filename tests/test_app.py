@@ -20,7 +20,7 @@ from streamlit.testing.v1 import AppTest
 import resattn
 from resattn.checkpoints import model_card
 
-from conftest import build_tiny
+from conftest import build_tiny, count_hooks
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -386,7 +386,7 @@ def test_a_good_upload_is_used_and_kept_out_of_the_link(zoo_env):
     assert chart(at, "predictions")["data"][0]["x"] != before
 
 
-def test_a_bad_checkpoint_file_disables_only_that_entry(tmp_path, monkeypatch):
+def test_a_bad_checkpoint_file_disables_only_that_entry(tmp_path, monkeypatch, reliability):
     good = save_toy(tmp_path, "mixed", "arl")
     truncated = save_toy(tmp_path, "spatial", "arl", name="truncated")
     data = truncated.with_suffix(".safetensors").read_bytes()
@@ -398,6 +398,9 @@ def test_a_bad_checkpoint_file_disables_only_that_entry(tmp_path, monkeypatch):
     assert_clean(at)
     assert at.selectbox(key="ckpt").options == ["attention56_mixed_arl — mixed · ARL · accuracy unknown"]
     reasons = " ".join(e.value for e in at.error)
+    reliability("checkpoints", "app: RESATTN_CHECKPOINTS folder with a truncated file, a card without weights "
+                "and garbage beside a good checkpoint", "only the bad entries disabled, each with st.error",
+                f"picker: {at.selectbox(key='ckpt').options}; st.error: {reasons}")
     for name in ("truncated", "orphan_card", "garbage"):
         assert name in reasons
     assert charts(at)
@@ -448,7 +451,7 @@ def test_sessions_keep_their_own_settings(zoo_env):
     assert second.radio(key="reduce").value == "mean"
 
 
-def test_eight_threads_tracing_different_images_each_get_their_own_result(zoo_env):
+def test_eight_threads_tracing_different_images_each_get_their_own_result(zoo_env, reliability):
     """The cached trace function from 8 threads at once (as 8 sessions would call it), each
     with its own image, against the same single-threaded results."""
     from ui import cache
@@ -471,7 +474,14 @@ def test_eight_threads_tracing_different_images_each_get_their_own_result(zoo_en
     for t in threads:
         t.join()
     model, card = resattn.load_checkpoint(entry.path)
-    for i, image in enumerate(images):
-        x = resattn.data.preprocess(image, 64, card["mean"], card["std"])
-        np.testing.assert_allclose(results[i], model(x)[0].detach().numpy(), rtol=1e-4, atol=1e-5)
+    serial = [model(resattn.data.preprocess(image, 64, card["mean"], card["std"]))[0].detach().numpy()
+              for image in images]
+    same = sum(np.allclose(results[i], serial[i], rtol=1e-4, atol=1e-5) for i in range(8))
+    cached_model = cache.load_model(str(entry.path), entry.stamp, "cpu")[0]
+    reliability("concurrency", "8 threads through the app's cached trace function, 8 images",
+                "each equals its serial result; no hook left",
+                f"{same}/8 equal to serial; {len({r.tobytes() for r in results.values()})} distinct results; "
+                f"hooks on the cached model: {count_hooks(cached_model)}")
+    assert same == 8
     assert len({r.tobytes() for r in results.values()}) == 8
+    assert count_hooks(cached_model) == 0

@@ -62,6 +62,28 @@ def checkpoint_folder(tmp_path_factory) -> Path:
     return folder
 
 
+class Server(str):
+    """The server's URL (a str, so f"{server}/explorer" works), and its hook probe."""
+
+    def __new__(cls, url: str, request: Path, reply: Path):
+        self = super().__new__(cls, url)
+        self.request, self.reply = request, reply
+        return self
+
+    def hooks(self, timeout: float = 30.0) -> dict:
+        """{'hooks', 'modules', 'models'} counted inside the server process right now."""
+        import json
+
+        self.reply.unlink(missing_ok=True)
+        self.request.touch()
+        deadline = time.time() + timeout
+        while not self.reply.exists():
+            if time.time() > deadline:
+                raise AssertionError("the server's probe did not answer")
+            time.sleep(0.1)
+        return json.loads(self.reply.read_text())
+
+
 @pytest.fixture(scope="module")
 def server(checkpoint_folder, tmp_path_factory):
     _require_chromium()
@@ -69,11 +91,14 @@ def server(checkpoint_folder, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
     # A fresh results cache: the dataset page must not find statistics (and photos of the
     # Imagenette pack to show) from earlier runs, so no screenshot can contain them.
+    probe = tmp_path_factory.mktemp("probe")
     env = {**os.environ, "RESATTN_CHECKPOINTS": str(checkpoint_folder), "PYTHONPATH": str(ROOT),
-           "RESATTN_CACHE": str(tmp_path_factory.mktemp("resattn_cache"))}
+           "RESATTN_CACHE": str(tmp_path_factory.mktemp("resattn_cache")),
+           "RESATTN_PROBE_REQUEST": str(probe / "request"), "RESATTN_PROBE_REPLY": str(probe / "reply.json")}
     with open(log_path, "w") as log:
+        # tests/serve_app.py is `streamlit run` plus a probe that counts the server's hooks.
         process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+            [sys.executable, str(ROOT / "tests" / "serve_app.py"), "run", "app.py", "--server.port", str(port),
              "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
              "--browser.gatherUsageStats", "false"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -90,7 +115,7 @@ def server(checkpoint_folder, tmp_path_factory):
             if process.poll() is not None or time.time() > deadline:
                 pytest.fail(f"streamlit did not start:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.5)
-        yield url
+        yield Server(url, probe / "request", probe / "reply.json")
     finally:
         process.terminate()
         try:
@@ -241,6 +266,31 @@ def test_a_bad_upload_shows_an_error_and_the_page_keeps_working(server, page, tm
     check_page(page, PAGES[0][2])
 
 
+@pytest.mark.parametrize("name,data", [
+    ("drawing.svg", b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>'),
+    ("paper.pdf", b"%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n")])
+def test_the_uploader_refuses_files_that_are_not_images(server, page, tmp_path, name, data, reliability):
+    """An SVG or PDF never reaches the server: the uploader refuses its type and says which
+    types it takes; the page goes on showing the sample photo."""
+    path = tmp_path / name
+    path.write_bytes(data)
+    page.goto(server)
+    settle(page)
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    sidebar.get_by_text("Upload", exact=True).click()
+    sidebar.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(path))
+    page.wait_for_function("n => document.body.innerText.includes(n)", arg=name, timeout=60_000)
+    time.sleep(1)
+    settle(page)
+    uploader = sidebar.locator('[data-testid="stFileUploader"]').inner_text()
+    said = " ".join(uploader.split())
+    reliability("images", f"browser upload: {name}", "refused by the uploader before it reaches the server; "
+                "the page keeps working",
+                f"uploader says: {said}")
+    assert "not allowed" in said.lower() or "not supported" in said.lower(), said
+    check_page(page, PAGES[0][2])
+
+
 def test_a_module_opens_in_the_explorer_and_arrow_keys_step(server, page):
     page.goto(server)
     settle(page)
@@ -313,7 +363,7 @@ def test_clicking_a_block_of_the_network_diagram_opens_that_module(server, page)
     check_page(page, PAGES[0][2])
 
 
-def test_eight_sessions_at_once_each_see_their_own_result(server, browser, checkpoint_folder):
+def test_eight_sessions_at_once_each_see_their_own_result(server, browser, checkpoint_folder, reliability):
     """Eight tabs (separate sessions) load different images and checkpoints at the same
     time; each must show the prediction computed here, in-process, for its own pair."""
     import resattn
@@ -341,11 +391,23 @@ def test_eight_sessions_at_once_each_see_their_own_result(server, browser, check
         tabs = [context.new_page() for context in contexts]
         for tab, (sample, ckpt) in zip(tabs, views):
             tab.goto(f"{server}/?img=sample:{sample}&ckpt={ckpt}", wait_until="commit")
+        shown, exceptions = {}, 0
         for tab, view in zip(tabs, views):
             settle(tab)
+            exceptions += tab.locator('[data-testid="stException"]').count()
+            shown[view] = tab.locator("h3").first.inner_text().strip()
+        probe = server.hooks()
+        same = sum(shown[v] == expected[v] for v in views)
+        reliability("concurrency", "8 browser sessions at once against one server, each its own image and "
+                    "checkpoint", "each sees its own prediction (as computed serially); no exception; no hook "
+                    "left on any model", f"{same}/8 predictions equal to the serial run; {exceptions} exception "
+                    f"boxes; server afterwards: {probe['hooks']} hooks on {probe['modules']} torch modules "
+                    f"({probe['models']} networks)")
+        for tab, view in zip(tabs, views):
             check_page(tab, PAGES[0][2])
-            assert tab.locator("h3").first.inner_text().strip() == expected[view]
+            assert shown[view] == expected[view]
             assert SKIMAGE_SAMPLES[view[0]][0] in tab.locator('[data-testid="stSidebar"]').inner_text()
+        assert probe["models"] >= 1 and probe["hooks"] == 0
     finally:
         for context in contexts:
             context.close()

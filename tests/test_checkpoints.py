@@ -157,7 +157,7 @@ class Payload:
 
 
 @pytest.mark.parametrize("container", ["torch-zip", "raw-pickle", "pickle-named-safetensors"])
-def test_hostile_pickle_is_refused_without_running(container, saved_checkpoint, tmp_path):
+def test_hostile_pickle_is_refused_without_running(container, saved_checkpoint, tmp_path, reliability):
     _, original, card = saved_checkpoint
     marker = tmp_path / "pwned"
     if container == "torch-zip":
@@ -172,6 +172,9 @@ def test_hostile_pickle_is_refused_without_running(container, saved_checkpoint, 
     path.with_suffix(".json").write_text(json.dumps(card))
     with pytest.raises(CheckpointError) as info:
         resattn.load_checkpoint(path)
+    reliability("checkpoints", f"pickle whose payload writes a file ({container})",
+                "CheckpointError, payload never runs",
+                f"CheckpointError: {info.value}; payload file {'WRITTEN' if marker.exists() else 'not written'}")
     assert_sentence(info.value)
     assert not marker.exists()
     if container == "torch-zip":
@@ -241,7 +244,7 @@ BAD_FILES = {
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_FILES))
-def test_bad_checkpoint_raises_checkpoint_error_and_touches_nothing(kind, saved_checkpoint, tmp_path):
+def test_bad_checkpoint_raises_checkpoint_error_and_touches_nothing(kind, saved_checkpoint, tmp_path, reliability):
     folder = tmp_path / "zoo"
     folder.mkdir()
     good_stem, _, card = saved_checkpoint
@@ -254,13 +257,20 @@ def test_bad_checkpoint_raises_checkpoint_error_and_touches_nothing(kind, saved_
     before = folder_state(folder)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     start = time.perf_counter()
+    messages = []
     for path in (bad, sibling(bad, ".safetensors"), sibling(bad, ".json")):
         with pytest.raises(CheckpointError) as info:
             resattn.load_checkpoint(path)
         assert_sentence(info.value)
-    assert time.perf_counter() - start < 20
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 512 * 1024  # < 512 MiB
-    assert folder_state(folder) == before
+        messages.append(str(info.value))
+    seconds, grown = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
+    untouched = folder_state(folder) == before
+    reliability("checkpoints", kind.replace("-", " "), "CheckpointError; the other files untouched",
+                f"CheckpointError: {messages[0]} ({seconds:.2f} s, peak RSS +{grown // 1024} MiB; folder "
+                f"{'untouched' if untouched else 'CHANGED'})")
+    assert seconds < 20
+    assert grown < 512 * 1024  # < 512 MiB
+    assert untouched
     # The good checkpoint beside it still loads, and the listing shows it.
     listed = [stem.name for stem, _ in list_checkpoints(folder)]
     assert "good" in listed

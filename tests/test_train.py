@@ -52,7 +52,7 @@ def test_resume_after_stop_matches_uninterrupted_run(tmp_path):
     assert card["recipe"]["epochs"] == 2 and card["metrics"]["val_images"] == 24
 
 
-def test_sigterm_saves_state_and_exits_cleanly(tmp_path):
+def test_sigterm_saves_state_and_exits_cleanly(tmp_path, reliability):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     args = [a if a != "2" else "50" for a in TINY]  # many epochs: it is still running when signalled
@@ -63,13 +63,17 @@ def test_sigterm_saves_state_and_exits_cleanly(tmp_path):
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
+    state = torch.load(out / "last.pt", weights_only=True)
+    said = [line for line in err.splitlines() if "state saved" in line]
+    reliability("training", "SIGTERM during an epoch", "saves the position inside the epoch, exit 0",
+                f"exit {proc.returncode}; saved at epoch {state['epoch'] + 1} step {state['step']}; "
+                f"said: {said[-1].strip() if said else err[-200:]}")
     assert proc.returncode == 0, err
     assert "state saved" in err and "Traceback" not in err
-    state = torch.load(out / "last.pt", weights_only=True)
     assert state["epoch"] >= 1
 
 
-def test_existing_run_needs_resume_and_bad_out_fails_before_training(tmp_path):
+def test_existing_run_needs_resume_and_bad_out_fails_before_training(tmp_path, reliability):
     out = tmp_path / "run"
     assert run_train(*TINY, "--epochs", "1", "--out", str(out)).returncode == 0
     again = run_train(*TINY, "--out", str(out))
@@ -77,11 +81,15 @@ def test_existing_run_needs_resume_and_bad_out_fails_before_training(tmp_path):
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")
     bad = run_train(*TINY, "--out", str(blocked / "sub"))
+    reliability("training", "output folder that cannot be created (its parent is a file)",
+                "one-line error before training, exit 2", f"exit {bad.returncode}: {bad.stderr.strip()}")
+    reliability("training", "starting again over an existing run without --resume",
+                "refused with what to do, exit 2", f"exit {again.returncode}: {again.stderr.strip()}")
     assert bad.returncode == 2 and bad.stderr.startswith("error: Cannot write")
     assert len(bad.stderr.strip().splitlines()) == 1
 
 
-def test_kill_9_mid_epoch_loses_at_most_one_epoch(tmp_path):
+def test_kill_9_mid_epoch_loses_at_most_one_epoch(tmp_path, reliability):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     args = [a if a != "2" else "4" for a in TINY]
@@ -96,8 +104,11 @@ def test_kill_9_mid_epoch_loses_at_most_one_epoch(tmp_path):
     state = torch.load(out / "last.pt", weights_only=True)  # a whole file, never half-written
     assert state["step"] == 0 and state["epoch"] >= 1
     resumed = run_train(*args, "--out", str(out), "--resume")
-    assert resumed.returncode == 0, resumed.stderr
     epochs = [json.loads(line)["epoch"] for line in (out / "log.jsonl").read_text().splitlines()]
+    reliability("training", "kill -9 during an epoch", "last.pt whole; resume loses at most one epoch",
+                f"last.pt at epoch {state['epoch']} (whole, loads); resume exit {resumed.returncode}, "
+                f"logged epochs {epochs}")
+    assert resumed.returncode == 0, resumed.stderr
     assert epochs[-1] == 4 and sorted(set(epochs)) == [1, 2, 3, 4]
 
 
