@@ -16,8 +16,9 @@ train() {  # name seed attention residual
     --seed "$seed" --name "$name" --out "$out" "${resume[@]}" "${@:5}" >>"$out/train.log" 2>&1
 }
 train attention56_mixed_arl 0 mixed arl "$@" || exit 1
-train attention56_none 0 none arl "$@" || exit 1
+# The attention variants first: they are what the compare page is about; the baseline last.
 train attention56_channel_arl 0 channel arl "$@" || exit 1
 train attention56_spatial_arl 0 spatial arl "$@" || exit 1
 train attention56_mixed_nal 0 mixed nal "$@" || exit 1
+train attention56_none 0 none arl "$@" || exit 1
 train attention56_mixed_arl_seed1 1 mixed arl "$@" || exit 1
