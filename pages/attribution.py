@@ -2,7 +2,6 @@
 is? The mask (reduced over channels, resized to the image) beside Integrated Gradients,
 Grad-CAM and Occlusion maps of one class, each on its own colour bar in its own units, and
 three agreement numbers per method."""
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -21,17 +20,11 @@ st.title("Masks vs attributions")
 st.markdown("A soft mask says where a module *lets features through*; an attribution method says which pixels "
             "*the prediction depends on*. Do they agree? Each map keeps its own units: nothing is stretched to "
             "0…1 unless you ask for it.")
-if app.entry is None or app.image is None:
-    st.info("Choose a checkpoint and an image in the sidebar to compare its masks with attributions.")
-    st.stop()
-trace = app.trace()
-if trace is None:
-    st.stop()
+trace = app.require_trace("compare its masks with attributions")
 key, image, size, card = app.key(), app.image, app.input_size(), app.entry.card
 analysed.use_settings("target", "methods", "camlayer", "igsteps", "topk", "normalise")
 masked = [m.name for m in trace.modules if m.mask is not None]
 classes = trace.classes
-predicted = int(np.argmax(trace.probs))
 
 # ----------------------------------------------------------------------------- controls
 row = st.columns([1.1, 1.4, 0.9, 1.6])
@@ -56,32 +49,14 @@ if masked:
 else:
     module, mode = None, "mean"
     row[0].caption("This checkpoint has no soft masks: only the attributions are shown.")
-target_options = ["pred"] + [str(i) for i in range(len(classes))]
-state.ensure_choice("target", target_options, "pred")
-row[3].selectbox("Explain class", target_options, key="target",
-                 format_func=lambda t: (f"predicted: {classes[predicted]} ({trace.probs[predicted]:.0%})"
-                                        if t == "pred" else f"{classes[int(t)]} ({trace.probs[int(t)]:.1%})"),
-                 help="Every attribution explains this class's logit.")
-target = predicted if st.session_state["target"] == "pred" else int(st.session_state["target"])
+target = analysed.class_picker(row[3], trace, "Explain class", "Every attribution explains this class's logit.")
 
 row = st.columns([3.0, 1.1, 0.9, 1.5], vertical_alignment="bottom")
-analysed.keep_options("methods", list(analysis.METHODS))
-row[0].multiselect("Attribution methods", list(analysis.METHODS), key="methods",
-                   format_func=analysis.METHOD_LABELS.get)
-methods = list(st.session_state["methods"])
-layers, default_layer = analysed.gradcam_layers(key, image)
-state.ensure_choice("camlayer", layers, default_layer)
-row[1].selectbox("Grad-CAM layer", layers, key="camlayer", disabled="gradcam" not in methods,
-                 help=f"Default {default_layer}: the last attention module, the deepest layer at a mask's "
-                      "resolution.")
-analysed.clamp_setting("igsteps", 2, 128)
-row[2].number_input("IG steps", min_value=2, max_value=128, step=2, key="igsteps", disabled="ig" not in methods,
-                    help="Points on the straight path from the baseline (the mean colour) to the image.")
+methods, layer, ig_steps = analysed.attribution_controls(row[:3], key, image)
 row[3].toggle("Normalise for display", key="normalise",
               help="Divide each map by its largest magnitude. Off: colour bars show the maps' real values.")
 analysed.clamp_setting("topk", 1, 50)
 analysed.sync_settings()
-layer, ig_steps = st.session_state["camlayer"], int(st.session_state["igsteps"])
 normalise = bool(st.session_state["normalise"])
 
 # ----------------------------------------------------------------------------- compute

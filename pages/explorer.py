@@ -32,12 +32,7 @@ KEYS_SCRIPT = """
 
 app = state.current()
 st.title("Module explorer")
-if app.entry is None:
-    st.info("Choose a checkpoint in the sidebar to explore its attention modules.")
-    st.stop()
-trace = app.trace()
-if trace is None:
-    st.stop()
+trace = app.require_trace("explore its attention modules")
 key, image, size = app.key(), app.image, app.input_size()
 card = app.entry.card
 names = trace.names

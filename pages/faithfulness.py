@@ -2,7 +2,6 @@
 model needs them? Deleting a faithful map's top pixels first makes the class probability
 fall fast; inserting them first makes it rise fast. The module's mask, each attribution
 method and a random order, on one chart, with the areas under the curves."""
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -23,17 +22,11 @@ st.markdown("Rank the pixels by a map, highest first. **Deletion** replaces the 
             "step: if the map is faithful the class probability collapses early (small area under the curve). "
             "**Insertion** pastes the top pixels into the baseline: the probability should recover early (large "
             "area). A random order is the reference every map should beat.")
-if app.entry is None or app.image is None:
-    st.info("Choose a checkpoint and an image in the sidebar to draw its deletion and insertion curves.")
-    st.stop()
-trace = app.trace()
-if trace is None:
-    st.stop()
+trace = app.require_trace("draw its deletion and insertion curves")
 key, image, size, card = app.key(), app.image, app.input_size(), app.entry.card
 analysed.use_settings("target", "methods", "camlayer", "igsteps", "steps", "baseline")
 masked = [m.name for m in trace.modules if m.mask is not None]
 classes = trace.classes
-predicted = int(np.argmax(trace.probs))
 
 # ----------------------------------------------------------------------------- controls
 row = st.columns([1.0, 1.3, 1.6, 1.0, 1.3], vertical_alignment="bottom")
@@ -44,12 +37,8 @@ if masked:
     row[1].selectbox("Mask reduction", list(REDUCE_MODES), key="reduce", format_func=REDUCTIONS.get)
 else:
     row[0].caption("No soft masks in this checkpoint: attributions and random order only.")
-target_options = ["pred"] + [str(i) for i in range(len(classes))]
-state.ensure_choice("target", target_options, "pred")
-row[2].selectbox("Class", target_options, key="target",
-                 format_func=lambda t: (f"predicted: {classes[predicted]} ({trace.probs[predicted]:.0%})"
-                                        if t == "pred" else f"{classes[int(t)]} ({trace.probs[int(t)]:.1%})"),
-                 help="The curves follow this class's probability; the attributions explain it.")
+target = analysed.class_picker(row[2], trace, "Class",
+                               "The curves follow this class's probability; the attributions explain it.")
 analysed.clamp_setting("steps", 4, 64)
 row[3].slider("Steps", 4, 64, step=4, key="steps", help="Points on each curve after the start: the pixels are "
                                                          "deleted / inserted in this many equal chunks.")
@@ -58,19 +47,9 @@ row[4].radio("Baseline", list(BASELINES), key="baseline", format_func=BASELINES.
              help="What deleted pixels become and what insertion starts from. Blur (sigma = 1/16 of the side) "
                   "removes detail without the sharp edges a constant patch adds.")
 row = st.columns([2.2, 1.2, 1.0])
-analysed.keep_options("methods", list(analysis.METHODS))
-row[0].multiselect("Attribution methods", list(analysis.METHODS), key="methods",
-                   format_func=analysis.METHOD_LABELS.get)
-methods = list(st.session_state["methods"])
-layers, default_layer = analysed.gradcam_layers(key, image)
-state.ensure_choice("camlayer", layers, default_layer)
-row[1].selectbox("Grad-CAM layer", layers, key="camlayer", disabled="gradcam" not in methods)
-analysed.clamp_setting("igsteps", 2, 128)
-row[2].number_input("IG steps", min_value=2, max_value=128, step=2, key="igsteps", disabled="ig" not in methods)
+methods, layer, ig_steps = analysed.attribution_controls(row, key, image)
 analysed.sync_settings()
-target = predicted if st.session_state["target"] == "pred" else int(st.session_state["target"])
 steps, baseline = int(st.session_state["steps"]), st.session_state["baseline"]
-layer, ig_steps = st.session_state["camlayer"], int(st.session_state["igsteps"])
 
 # ----------------------------------------------------------------------------- compute
 specs = {}

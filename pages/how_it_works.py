@@ -42,12 +42,7 @@ st.markdown("**Mixed** squashes every value on its own. **Channel** attention no
             "standard deviation σ_c), so every channel is centred: it says *where*, not *which feature*. "
             "The paper found mixed attention best on CIFAR-10 (5.52 % error vs 6.24 % channel, 6.33 % spatial).")
 
-if app.entry is None or app.image is None:
-    st.info("Choose a checkpoint in the sidebar to see each idea measured on a real network.")
-    st.stop()
-trace = app.trace()
-if trace is None:
-    st.stop()
+trace = app.require_trace("see each idea measured on a real network")
 key, card = app.key(), app.entry.card
 names = trace.names
 if not names:

@@ -24,12 +24,7 @@ MODE_HELP = {
 
 app = state.current()
 st.title("Switch a mask off")
-if app.entry is None or app.image is None:
-    st.info("Choose a checkpoint and an image in the sidebar to intervene on its masks.")
-    st.stop()
-trace = app.trace()
-if trace is None:
-    st.stop()
+trace = app.require_trace("intervene on its masks")
 key, image, card = app.key(), app.image, app.entry.card
 masked = [m.name for m in trace.modules if m.mask is not None]
 if not masked:

@@ -196,6 +196,16 @@ def wait_title(tab, title: str) -> None:
                           arg=title, timeout=120_000)
 
 
+def upload_file(tab, server, path: Path):
+    """Open the app, choose "Upload" in the sidebar and give it `path`; returns the sidebar."""
+    tab.goto(server)
+    settle(tab)
+    sidebar = tab.locator('[data-testid="stSidebar"]')
+    sidebar.get_by_text("Upload", exact=True).click()
+    sidebar.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(path))
+    return sidebar
+
+
 def test_every_page_through_the_navigation(server, page):
     """Every entry of the sidebar navigation (the analysis pages too), clicked in turn."""
     page.goto(server)
@@ -235,11 +245,7 @@ def test_uploading_an_image(server, page, tmp_path):
     image[40:120, 60:140] = rng.integers(0, 255, (80, 80, 3), dtype=np.uint8)
     upload = tmp_path / "generated.png"
     Image.fromarray(image).save(upload)
-    page.goto(server)
-    settle(page)
-    sidebar = page.locator('[data-testid="stSidebar"]')
-    sidebar.get_by_text("Upload", exact=True).click()
-    sidebar.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(upload))
+    upload_file(page, server, upload)
     page.wait_for_function("() => document.body.innerText.includes('on generated.png')", timeout=120_000)
     settle(page)
     check_page(page, PAGES[0][2])
@@ -254,11 +260,7 @@ def test_uploading_an_image(server, page, tmp_path):
 def test_a_bad_upload_shows_an_error_and_the_page_keeps_working(server, page, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really an image")
-    page.goto(server)
-    settle(page)
-    sidebar = page.locator('[data-testid="stSidebar"]')
-    sidebar.get_by_text("Upload", exact=True).click()
-    sidebar.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(bad))
+    sidebar = upload_file(page, server, bad)
     page.wait_for_selector('[data-testid="stAlertContentError"]', timeout=120_000)
     settle(page)
     text = sidebar.inner_text()
@@ -274,11 +276,7 @@ def test_the_uploader_refuses_files_that_are_not_images(server, page, tmp_path, 
     types it takes; the page goes on showing the sample photo."""
     path = tmp_path / name
     path.write_bytes(data)
-    page.goto(server)
-    settle(page)
-    sidebar = page.locator('[data-testid="stSidebar"]')
-    sidebar.get_by_text("Upload", exact=True).click()
-    sidebar.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(path))
+    sidebar = upload_file(page, server, path)
     page.wait_for_function("n => document.body.innerText.includes(n)", arg=name, timeout=60_000)
     time.sleep(1)
     settle(page)

@@ -144,7 +144,7 @@ def _numbers(field) -> list[float]:
 
 
 @pytest.mark.parametrize("case", list(IMAGE_CASES))
-def test_image_case_through_the_app_uploader(case, zoo_env, reliability):
+def test_image_case_through_the_app_uploader(case, zoo_env, reliability):  # noqa: F811 (fixture)
     """Upload the case, then a good photo in the same session: the case either gives the
     prediction the library computes for the same decoded image, or an st.error with a
     sentence and the sample photo instead; the next upload is then served normally."""

@@ -165,6 +165,44 @@ def gradcam_layers(key: tuple, image) -> tuple[list[str], str]:
     return (names if default in names else [default] + names), default
 
 
+# --------------------------------------------------------------------------- shared controls
+
+def class_picker(slot, trace: cache.TraceData, label: str, help: str) -> int:
+    """The "target" selectbox in `slot` (the predicted class or any class, with its
+    probability); returns the chosen class index."""
+    from . import state
+
+    classes, probs = trace.classes, trace.probs
+    predicted = int(np.argmax(probs))
+    options = ["pred"] + [str(i) for i in range(len(classes))]
+    state.ensure_choice("target", options, "pred")
+    slot.selectbox(label, options, key="target", help=help,
+                   format_func=lambda t: (f"predicted: {classes[predicted]} ({probs[predicted]:.0%})"
+                                          if t == "pred" else f"{classes[int(t)]} ({probs[int(t)]:.1%})"))
+    return predicted if st.session_state["target"] == "pred" else int(st.session_state["target"])
+
+
+def attribution_controls(slots, key: tuple, image) -> tuple[list[str], str, int]:
+    """Methods multiselect, Grad-CAM layer and IG steps in three slots; returns
+    (methods, Grad-CAM layer, IG steps)."""
+    from . import state
+
+    keep_options("methods", list(analysis.METHODS))
+    slots[0].multiselect("Attribution methods", list(analysis.METHODS), key="methods",
+                         format_func=analysis.METHOD_LABELS.get)
+    methods = list(st.session_state["methods"])
+    layers, default_layer = gradcam_layers(key, image)
+    state.ensure_choice("camlayer", layers, default_layer)
+    slots[1].selectbox("Grad-CAM layer", layers, key="camlayer", disabled="gradcam" not in methods,
+                       help=f"Default {default_layer}: the last attention module, the deepest layer at a mask's "
+                            "resolution.")
+    clamp_setting("igsteps", 2, 128)
+    slots[2].number_input("IG steps", min_value=2, max_value=128, step=2, key="igsteps",
+                          disabled="ig" not in methods,
+                          help="Points on the straight path from the baseline (the mean colour) to the image.")
+    return methods, st.session_state["camlayer"], int(st.session_state["igsteps"])
+
+
 # --------------------------------------------------------------------------- attributions
 
 @dataclass

@@ -154,6 +154,18 @@ class AppState:
                          "Choose another checkpoint in the sidebar; the others still work.")
             return None
 
+    def require_trace(self, needs: str) -> cache.TraceData:
+        """The trace of the chosen image through the chosen checkpoint; when there is none,
+        say what the page needs (`needs`: "Choose a checkpoint ... to <needs>.") or why the
+        trace failed, and end the page's run there."""
+        if self.entry is None or self.image is None:
+            st.info(f"Choose a checkpoint and an image in the sidebar to {needs}.")
+            st.stop()
+        trace = self.trace()
+        if trace is None:
+            st.stop()
+        return trace
+
     def settings(self, **extra) -> dict:
         """The view as JSON-able settings (for the settings export)."""
         out = {name: st.session_state.get(name) for name in SETTINGS}
