@@ -1,6 +1,8 @@
-"""`python -m resattn.zoo [FOLDER]`: the checkpoint zoo as a markdown table (model, attention,
-residual, params, MACs at the card's input size, val top-1, train time), read from the cards.
-`checkpoints/README.md` is generated with it."""
+"""`python -m resattn.zoo [FOLDER] [--per-class] [CARD.json ...]`: the checkpoint zoo as a markdown
+table (model, attention, residual, params, MACs at the card's input size, val top-1, train
+time), read from the cards; `--per-class` gives val top-1 per class instead, one column per
+checkpoint (extra cards, e.g. of a re-trained seed, may be named after the folder).
+`checkpoints/README.md` and the tables of docs/results.md are generated with it."""
 from __future__ import annotations
 
 import argparse
@@ -36,11 +38,33 @@ def table(folder: str | Path = "checkpoints") -> str:
     return "\n".join(rows)
 
 
+def per_class_table(folder: str | Path = "checkpoints", extra_cards: list[str | Path] = ()) -> str:
+    """Val top-1 per class (rows) for every checkpoint (columns), from the cards."""
+    import json
+
+    cards = [(stem.name, card) for stem, card in list_checkpoints(folder)]
+    cards += [(Path(p).stem, json.loads(Path(p).read_text())) for p in extra_cards]
+    cards = [(name, card) for name, card in cards if "val_per_class_top1" in card.get("metrics", {})]
+    if not cards:
+        return "(no card with per-class accuracy)"
+    classes = cards[0][1]["classes"]
+    rows = ["| class | " + " | ".join(name.removeprefix("attention56_") for name, _ in cards) + " |",
+            "|---|" + "---|" * len(cards)]
+    for i, name in enumerate(classes):
+        rows.append(f"| {name} | " + " | ".join(f"{card['metrics']['val_per_class_top1'][i]:.1f}"
+                                               for _, card in cards) + " |")
+    rows.append("| **all** | " + " | ".join(f"**{card['metrics']['val_top1']:.2f}**" for _, card in cards) + " |")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m resattn.zoo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m resattn.zoo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", nargs="?", default="checkpoints")
+    parser.add_argument("cards", nargs="*", help="with --per-class: more model cards (.json) to add as columns")
+    parser.add_argument("--per-class", action="store_true", help="val top-1 per class, one column per checkpoint")
     args = parser.parse_args(argv)
-    print(table(args.folder))
+    print(per_class_table(args.folder, args.cards) if args.per_class else table(args.folder))
     return 0
 
 

@@ -331,3 +331,25 @@ def test_read_card_needs_no_weights(saved_checkpoint, tmp_path):
     assert read_card(tmp_path / "cardonly") == card
     with pytest.raises(CheckpointError, match="No weights"):
         resattn.load_checkpoint(tmp_path / "cardonly")
+
+
+# ------------------------------------------------------------------ the zoo tables
+
+def test_zoo_tables_are_read_from_the_cards(saved_checkpoint, tmp_path):
+    from resattn import zoo
+
+    stem, model, card = saved_checkpoint
+    for suffix in (".safetensors", ".json"):
+        shutil.copy2(sibling(stem, suffix), tmp_path / ("toy" + suffix))
+    other = dict(card, metrics={"val_top1": 61.5, "val_per_class_top1": [10.0, 20.0, 30.0, 40.0]})
+    extra = tmp_path / "extra" / "toy_seed1.json"
+    extra.parent.mkdir()
+    extra.write_text(json.dumps(other))
+    summary = zoo.table(tmp_path).splitlines()
+    params = sum(p.numel() for p in model.parameters())
+    assert len(summary) == 3 and summary[2].startswith("| toy | mixed | arl |")
+    assert f"{params / 1e6:.2f} M" in summary[2] and "25.00 %" in summary[2]
+    per_class = zoo.per_class_table(tmp_path, [extra]).splitlines()
+    assert per_class[0] == "| class | toy | toy_seed1 |"
+    assert per_class[2] == f"| {TINY_CLASSES[0]} | 25.0 | 10.0 |"
+    assert per_class[-1] == "| **all** | **25.00** | **61.50** |"
