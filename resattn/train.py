@@ -112,8 +112,9 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 def project_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parents[1], timeout=10).stdout.strip() or "unknown"
+        # "-dirty" when tracked files differ from the commit: the code that ran is not exactly it.
+        return subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"], capture_output=True,
+                              text=True, cwd=Path(__file__).resolve().parents[1], timeout=10).stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -162,6 +163,7 @@ class Trainer:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
         self.epoch, self.step, self.elapsed = 0, 0, 0.0
         self.stop_requested = False
+        self.commit = project_commit()  # the code this process runs; HEAD may move while it trains
 
     # -- resumable state -------------------------------------------------------------
     def state(self) -> dict:
@@ -295,7 +297,7 @@ class Trainer:
                 "label_smoothing": a.label_smoothing,
                 "data": "synthetic" if a.synthetic else "imagenette-128 train split",
                 "wall_time_s": round(self.elapsed, 1), "hardware": hardware(self.device, self.world),
-                "processes": self.world, "torch": torch.__version__, "commit": project_commit(),
+                "processes": self.world, "torch": torch.__version__, "commit": self.commit,
             },
         }
         path = save_checkpoint(dest if snapshot else self.out / name, self.model, card)
