@@ -16,8 +16,10 @@ idle = [s for r, s in zip(rows, seconds) if r["img_per_s"] >= 0.7 * fastest]
 if not busy:
     sys.exit(0)
 rates = [r["img_per_s"] for r in rows if r["epoch"] in busy]
-note = (f"wall_time_s includes CPU contention: in epochs {', '.join(map(str, busy))} other work (tests) shared the "
-      f"2 cores ({min(rates):.0f}-{max(rates):.0f} img/s); the {len(idle)} epochs on idle cores took "
+which = f"epoch {busy[0]}" if len(busy) == 1 else f"epochs {', '.join(map(str, busy))}"
+rate = f"{min(rates):.0f}" if len(rates) == 1 else f"{min(rates):.0f}-{max(rates):.0f}"
+note = (f"wall_time_s includes CPU contention: in {which} other work (tests) shared the "
+      f"2 cores ({rate} img/s); the {len(idle)} epochs on idle cores took "
       f"{min(idle):.0f}-{max(idle):.0f} s each ({sum(idle) / len(idle) * len(rows) / 60:.0f} min for "
       f"{len(rows)} epochs at that pace; from log.jsonl).")
 print(note)
