@@ -18,7 +18,7 @@ if not busy:
 rates = [r["img_per_s"] for r in rows if r["epoch"] in busy]
 which = f"epoch {busy[0]}" if len(busy) == 1 else f"epochs {', '.join(map(str, busy))}"
 rate = f"{min(rates):.0f}" if len(rates) == 1 else f"{min(rates):.0f}-{max(rates):.0f}"
-note = (f"wall_time_s includes CPU contention: in {which} other work (tests) shared the "
+note = (f"wall_time_s includes CPU contention: in {which} other work shared the "
       f"2 cores ({rate} img/s); the {len(idle)} epochs on idle cores took "
       f"{min(idle):.0f}-{max(idle):.0f} s each ({sum(idle) / len(idle) * len(rows) / 60:.0f} min for "
       f"{len(rows)} epochs at that pace; from log.jsonl).")
