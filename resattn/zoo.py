@@ -24,10 +24,20 @@ def count(card: dict) -> tuple[int, int]:
     return sum(p.numel() for p in model.parameters()), counter.get_total_flops() // 2
 
 
+ATTENTION_ORDER = ("mixed", "channel", "spatial", "none")
+
+
+def zoo_order(name: str, card: dict) -> tuple:
+    """The compare page's order: mixed, channel, spatial with ARL, then NAL, then no attention."""
+    attention = card.get("attention")
+    rank = ATTENTION_ORDER.index(attention) if attention in ATTENTION_ORDER else len(ATTENTION_ORDER)
+    return attention == "none", card.get("residual") != "arl", rank, name
+
+
 def table(folder: str | Path = "checkpoints") -> str:
     rows = ["| checkpoint | attention | residual | params | MACs | val top-1 | epochs | train time | hardware |",
             "|---|---|---|---|---|---|---|---|---|"]
-    for stem, card in list_checkpoints(folder):
+    for stem, card in sorted(list_checkpoints(folder), key=lambda sc: zoo_order(sc[0].name, sc[1])):
         params, macs = count(card)
         recipe, metrics = card.get("recipe", {}), card.get("metrics", {})
         top1 = f"{metrics['val_top1']:.2f} %" if "val_top1" in metrics else "—"
@@ -44,7 +54,8 @@ def per_class_table(folder: str | Path = "checkpoints", extra_cards: list[str | 
 
     cards = [(stem.name, card) for stem, card in list_checkpoints(folder)]
     cards += [(Path(p).stem, json.loads(Path(p).read_text())) for p in extra_cards]
-    cards = [(name, card) for name, card in cards if "val_per_class_top1" in card.get("metrics", {})]
+    cards = sorted(((name, card) for name, card in cards if "val_per_class_top1" in card.get("metrics", {})),
+                   key=lambda nc: zoo_order(*nc))
     if not cards:
         return "(no card with per-class accuracy)"
     classes = cards[0][1]["classes"]
