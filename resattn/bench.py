@@ -3,7 +3,7 @@
     python -m resattn.bench [--device D] [--threads N] [--json OUT] [--markdown OUT] [--quick]
                             [--only SECTIONS] [--compile] [--profile] [--retain-freed-memory]
                             [--checkpoints DIR]
-    python -m resattn.bench --from-json RUN.json [RUN2.json ...] --markdown docs/benchmarks.md
+    python -m resattn.bench --from-json RUN.json [RUN2.json ...] --markdown docs/benchmarks.md [--notes FILE]
 
 Sections (all by default, `--only latency,trace` for some):
 
@@ -792,8 +792,25 @@ def machine_line(result: dict) -> str:
     return "; ".join(parts)
 
 
-def render_markdown(results: list[dict]) -> str:
-    """docs/benchmarks.md from one or more runs' JSON (e.g. a CPU run and a GPU run)."""
+def targets_across_runs(results: list[dict]) -> list[str]:
+    """One row per target, one column per run: how stable each verdict is."""
+    out = ["## Targets across the runs below", "",
+           "| target | limit | " + " | ".join(f"run {i + 1}" for i in range(len(results))) + " | met in |",
+           "|---|---|" + "---|" * len(results) + "---|"]
+    for i, target in enumerate(results[0]["targets"]):
+        unit = "×" if target["unit"] == "x" else f" {target['unit']}"
+        fmt = (lambda v: f"{_f(v, 3)}×") if target["unit"] == "x" else (lambda v: f"{_ms(v)} ms")
+        values = [r["targets"][i]["measured"] for r in results]
+        met = sum(1 for r in results if r["targets"][i]["met"])
+        limit = _f(target["limit"]) if target["unit"] == "x" else _ms(target["limit"])
+        out.append(f"| {target['what']} | ≤ {limit}{unit} | " + " | ".join("—" if v is None else fmt(v) for v in values)
+                   + f" | {met} of {len(results)} |")
+    return out + [""]
+
+
+def render_markdown(results: list[dict], notes: str = "") -> str:
+    """docs/benchmarks.md from one or more runs' JSON (e.g. a CPU run and a GPU run), with
+    `notes` (a reader's summary of what they show, markdown) after the introduction."""
     out = ["# Benchmarks", "",
            "Written by `python -m resattn.bench --from-json ... --markdown docs/benchmarks.md` from the JSON of the "
            "runs below; `python -m resattn.bench --help` says what is measured and how. Every model runs in eval "
@@ -804,6 +821,11 @@ def render_markdown(results: list[dict]) -> str:
     if not any(r.get("machine", {}).get("device", "").startswith("cuda") for r in results):
         out += ["GPU: not measured (these runs had no GPU). On one, run the same command with `--device cuda`, "
                 "and again with `--compile`.", ""]
+    if notes.strip():
+        out += [notes.strip(), ""]
+    full = [r for r in results if not r.get("quick") and r.get("targets")]
+    if len(full) > 1:
+        out += targets_across_runs(full)
     for result in results:
         title = "Quick run (harness check only; figures are not comparable)" if result.get("quick") else "Run"
         out += [f"## {title}: {result.get('started', '')}", "",
@@ -822,6 +844,8 @@ def main(argv: list[str] | None = None) -> int:
                              "0 = torch's default)")
     parser.add_argument("--json", metavar="OUT", help="write the results as JSON")
     parser.add_argument("--markdown", metavar="OUT", help="write the tables for docs/benchmarks.md")
+    parser.add_argument("--notes", metavar="FILE", help="with --from-json: markdown to put after the introduction "
+                                                         "(docs/benchmarks-notes.md)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and repeats: checks the harness (< 1 min)")
     parser.add_argument("--only", metavar="SECTIONS",
                         help=f"comma-separated subset of {','.join(SECTIONS + OPTIONAL_SECTIONS)}")
@@ -845,7 +869,12 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, json.JSONDecodeError) as exc:
             print(f"error: cannot read {exc}; pass JSON files written by --json.", file=sys.stderr)
             return 2
-        text = render_markdown(results)
+        try:
+            notes = Path(args.notes).read_text() if args.notes else ""
+        except OSError as exc:
+            print(f"error: cannot read the notes {args.notes} ({exc.strerror}).", file=sys.stderr)
+            return 2
+        text = render_markdown(results, notes)
         if args.markdown:
             Path(args.markdown).write_text(text)
         else:

@@ -115,6 +115,30 @@ def test_markdown_is_rendered_again_from_json(quick_run, tmp_path):
     assert target.read_text() == (out / "run.md").read_text()
 
 
+@pytest.mark.slow
+def test_several_runs_get_a_table_of_targets_and_the_notes(quick_run, tmp_path):
+    import json
+
+    done, out = quick_run
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = json.loads((out / "run.json").read_text())
+    run["quick"] = False  # a stand-in for full runs: the summary covers full runs only
+    runs = []
+    for i, ratio in enumerate((1.4, 1.6)):
+        run["targets"][0]["measured"], run["targets"][0]["met"] = ratio, ratio <= run["targets"][0]["limit"]
+        runs.append(tmp_path / f"run{i}.json")
+        runs[-1].write_text(json.dumps(run))
+    notes = tmp_path / "notes.md"
+    notes.write_text("**What the runs show.** A sentence of the reader's own.\n")
+    target = tmp_path / "benchmarks.md"
+    assert bench_main(["--from-json", *map(str, runs), "--notes", str(notes), "--markdown", str(target)]) == 0
+    text = target.read_text()
+    assert text.index("A sentence of the reader's own.") < text.index("## Targets across the runs below")
+    row = next(line for line in text.splitlines() if line.startswith(f"| {run['targets'][0]['what']} | ≤"))
+    assert "| 1.400× | 1.600× | 1 of 2 |" in row
+    assert bench_main(["--from-json", str(runs[0]), "--notes", str(tmp_path / "missing.md")]) == 2
+
+
 def test_bad_arguments_fail_with_a_message(capsys, tmp_path):
     assert bench_main(["--only", "latency,nonsense"]) == 2
     assert "nonsense" in capsys.readouterr().err
