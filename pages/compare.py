@@ -10,8 +10,9 @@ from ui import cache, export, state
 from ui.cards import describe, pick_zoo
 
 SHOW = {"mask": "soft mask M", "output": "output H", "trunk": "trunk T"}
-MASK_SCALES = {"family": "by activation, fixed (sigmoid 0…1, channel −1…1)",
-               "data": "by activation, data range", "single": "one scale for all masks (−1…1)"}
+MASK_SCALES = {"row": "per module: the row's data range, by activation",
+               "family": "by activation, fixed (sigmoid 0…1, channel −1…1)",
+               "data": "by activation, data range of all modules", "single": "one scale for all masks (−1…1)"}
 FONT = figures.PROJECTOR_FONT_SIZE
 
 app = state.current()
@@ -29,13 +30,16 @@ state.ensure_choice("show", list(SHOW), "mask")
 controls[0].radio("Show", list(SHOW), key="show", format_func=SHOW.get, horizontal=True)
 state.ensure_choice("reduce", list(REDUCE_MODES), "mean")
 controls[1].selectbox("Channel reduction", list(REDUCE_MODES), key="reduce", format_func=REDUCTIONS.get)
-state.ensure_choice("cmpscale", list(MASK_SCALES), "family")
+state.ensure_choice("cmpscale", list(MASK_SCALES), "row")
 show = st.session_state["show"]
 if show == "mask":
     controls[2].radio("Mask colour scale", list(MASK_SCALES), key="cmpscale", format_func=MASK_SCALES.get,
                       help="Mixed and spatial attention end in a sigmoid, so M is in (0, 1). Channel attention "
                            "divides each position's channel vector by its length, so M is in [−1, 1] and its "
-                           "values are not comparable to a sigmoid's: by default it gets its own scale.")
+                           "values are not comparable to a sigmoid's: it gets its own scale. Per module (the "
+                           "default), every row spans the values of that module's masks, so each module's "
+                           "pattern shows even where its values lie in a narrow band; the colour bars beside "
+                           "the rows give the ranges. Fixed: the activation's whole range.")
 else:
     controls[2].caption("Features have no fixed range: each row (module) shares one symmetric colour scale "
                         "across the models.")
@@ -90,7 +94,22 @@ if show == "mask":
             return fixed
         return figures.value_range(*[z for l in labels for z in all_maps[l].values() if z is not None])
 
-    if scale == "single":
+    families = [(labels, title, colours) for labels, title, colours in
+                ((sigmoid, "M", figures.MASK_SCALE), (channel, "M channel", figures.FEATURE_SCALE)) if labels]
+    mask_axes: dict[str, dict[str, str]] = {}  # model label -> module -> colour axis (per-module scales)
+    if scale == "row":
+        for r, name in enumerate(modules):
+            for slot, (labels, title, colours) in enumerate(families):
+                present = [all_maps[l][name] for l in labels if all_maps[l].get(name) is not None]
+                if not present:
+                    continue
+                lo, hi = figures.value_range(*present)
+                axis = f"coloraxis{len(coloraxes) + 1 if coloraxes else ''}"
+                coloraxes[axis] = figures.ColorAxis(lo, hi, title, colours, zmid=0.0 if colours != figures.MASK_SCALE
+                                                    and lo < 0 < hi else None, row=r, slot=slot)
+                for l in labels:
+                    mask_axes.setdefault(l, {})[name] = axis
+    elif scale == "single":
         coloraxes["coloraxis"] = figures.ColorAxis(-1.0, 1.0, "M", figures.MASK_SCALE)
     else:
         if sigmoid:
@@ -102,6 +121,8 @@ if show == "mask":
                                                         zmid=0.0 if lo < 0 < hi else None)
     for label, (entry, trace) in traces.items():
         family = "coloraxis2" if entry.card["attention"] == "channel" and scale != "single" else "coloraxis"
+        if scale == "row":  # the baseline has no masks: any axis will do for its empty cells
+            family = mask_axes.get(label, {m: "coloraxis" for m in modules})
         best, p = trace.top(1)[0]
         columns.append(figures.CompareColumn(label, f"{best}<br>{p:.0%}", all_maps[label], family))
 else:
@@ -119,9 +140,11 @@ grid = figures.compare_figure(columns, modules, coloraxes, image=image, opacity=
                               value_name={"mask": "M", "output": "H", "trunk": "T"}[show],
                               empty_text="no mask<br>(baseline)" if show == "mask" else "—")
 st.plotly_chart(grid, theme=None, key="compare_grid", config={"displayModeBar": False})
+scale_note = (f" Colour scale: {MASK_SCALES[st.session_state['cmpscale']]}." if show == "mask" else
+              " Colour scale: one symmetric scale per row.")
 st.caption(f"{SHOW[show].capitalize()}, {REDUCTIONS[mode]}, resized to {display_size} × {display_size} and laid "
-           f"over the image (opacity {opacity:.2f}). Each column is headed by that model's top prediction. "
-           "Hover a cell for raw values.")
+           f"over the image (opacity {opacity:.2f}). Each column is headed by that model's top prediction."
+           f"{scale_note} Hover a cell for raw values.")
 
 # ----------------------------------------------------------------------------- statistics
 st.header("Mask statistics per model and stage")

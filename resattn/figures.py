@@ -487,13 +487,15 @@ class CompareColumn:
 @dataclass
 class ColorAxis:
     """A shared colour scale. `row` puts its colour bar beside that row of the grid (for one
-    scale per row); otherwise the bar spans the whole grid."""
+    scale per row); otherwise the bar spans the whole grid. `slot` places several per-row
+    bars of one row side by side (0 nearest the grid)."""
     zmin: float
     zmax: float
     title: str
     colorscale: str = MASK_SCALE
     zmid: float | None = None
     row: int | None = None
+    slot: int = 0
 
 
 def compare_figure(columns: Sequence[CompareColumn], modules: Sequence[str], coloraxes: Mapping[str, ColorAxis],
@@ -509,7 +511,9 @@ def compare_figure(columns: Sequence[CompareColumn], modules: Sequence[str], col
     n_cols, n_rows = max(1, len(columns)), max(1, len(modules))
     full_bars = [name for name, axis in coloraxes.items() if axis.row is None]
     row_bars = len(full_bars) < len(coloraxes)
-    left, right = 40 / width_px, (110 / width_px if row_bars else 0.0)
+    slots = 1 + max((axis.slot for axis in coloraxes.values() if axis.row is not None), default=0)
+    slot_px = 100  # one vertical colour bar with its ticks and title
+    left, right = 40 / width_px, ((10 + slots * slot_px) / width_px if row_bars else 0.0)
     hgap = 8 / width_px
     cell_w = (1 - left - right - hgap * (n_cols - 1)) / n_cols
     cell_px = cell_w * width_px
@@ -561,8 +565,8 @@ def compare_figure(columns: Sequence[CompareColumn], modules: Sequence[str], col
                    "outlinewidth": 0, "title": {"text": axis.title, "side": "top", "font": _font(font_size)}}
         else:
             y1 = top - axis.row * (cell_h + vgap)
-            bar = _colorbar(axis.title, grid_right + 10 / width_px, y=y1 - cell_h / 2, length=cell_h * 0.95,
-                            size=font_size)
+            bar = _colorbar(axis.title, grid_right + (10 + axis.slot * slot_px) / width_px, y=y1 - cell_h / 2,
+                            length=cell_h * 0.95, size=font_size)
         spec = {"cmin": axis.zmin, "cmax": axis.zmax, "colorscale": axis.colorscale, "colorbar": bar}
         if axis.zmid is not None and axis.zmin < axis.zmid < axis.zmax:
             spec["cmid"] = axis.zmid

@@ -318,8 +318,22 @@ def test_compare_page_puts_all_five_models_side_by_side(zoo_env):
                                                      "<b>no attention</b>"]
     heatmaps = [d for d in grid["data"] if d["type"] == "heatmap"]
     assert len(heatmaps) == 4 * 3  # no heatmap for the baseline's missing masks
+    # Default: one scale per module (row) and activation family, shared by the models in the row.
+    by_axis: dict[str, list] = {}
+    for d in heatmaps:
+        by_axis.setdefault(d["coloraxis"], []).append(values(d))
+    assert len(by_axis) == 3 * 2  # three rows x (sigmoid masks, channel masks)
+    for axis, maps in by_axis.items():
+        spec = grid["layout"][axis]
+        assert spec["cmin"] == pytest.approx(min(float(np.nanmin(z)) for z in maps), rel=1e-3, abs=1e-6)
+        assert spec["cmax"] == pytest.approx(max(float(np.nanmax(z)) for z in maps), rel=1e-3, abs=1e-6)
+        assert len(maps) in (1, 3)  # channel alone, or mixed + spatial + mixed NAL
+    at.radio(key="cmpscale").set_value("family").run()
+    grid = chart(at, "compare_grid")
+    heatmaps = [d for d in grid["data"] if d["type"] == "heatmap"]
     assert {d["coloraxis"] for d in heatmaps} == {"coloraxis", "coloraxis2"}  # channel has its own scale
     assert grid["layout"]["coloraxis"]["cmin"] == 0 and grid["layout"]["coloraxis"]["cmax"] == 1
+    assert at.query_params["cmpscale"] == "family"
     stats = chart(at, "stats")
     assert {d["name"] for d in stats["data"]} == {"mixed · ARL", "channel · ARL", "spatial · ARL", "mixed · NAL"}
     at.radio(key="show").set_value("output").run()

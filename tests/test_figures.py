@@ -150,6 +150,20 @@ def test_compare_grid_per_row_scales_put_a_colour_bar_beside_each_row():
     assert fig.layout.coloraxis.colorbar.y > fig.layout.coloraxis2.colorbar.y
 
 
+def test_per_row_bars_of_one_row_stand_side_by_side_right_of_the_grid():
+    modules = ["a", "b"]
+    columns = [figures.CompareColumn("m", "x", {m: RNG.random((4, 4)) for m in modules}, {"a": "coloraxis", "b": "coloraxis3"}),
+               figures.CompareColumn("c", "y", {m: RNG.random((4, 4)) for m in modules}, {"a": "coloraxis2", "b": "coloraxis4"})]
+    axes = {"coloraxis": figures.ColorAxis(0, 1, "M", row=0), "coloraxis2": figures.ColorAxis(-1, 1, "Mc", row=0, slot=1),
+            "coloraxis3": figures.ColorAxis(0, 1, "M", row=1), "coloraxis4": figures.ColorAxis(-1, 1, "Mc", row=1, slot=1)}
+    fig = figures.compare_figure(columns, modules, axes)
+    bars = {name: fig.layout[name].colorbar for name in axes}
+    assert bars["coloraxis"].x < bars["coloraxis2"].x and bars["coloraxis"].x == bars["coloraxis3"].x
+    assert bars["coloraxis"].y == bars["coloraxis2"].y > bars["coloraxis3"].y == bars["coloraxis4"].y
+    rightmost_cell = max(fig.layout[f"xaxis{i}" if i > 1 else "xaxis"].domain[1] for i in range(1, 5))
+    assert bars["coloraxis"].x > rightmost_cell and bars["coloraxis2"].x < 1
+
+
 def test_stats_figure_has_a_bar_per_model_and_statistic_with_the_values():
     rows = [{"model": m, "stage": s, "mean": i + s / 10, "std": 0.1} for i, m in enumerate(["A", "B"])
             for s in (1, 2)]

@@ -35,7 +35,7 @@ SETTINGS: dict[str, tuple[Callable, Any]] = {
     "scale": (str, "stage"),
     "opacity": (float, 0.5),
     "show": (str, "mask"),
-    "cmpscale": (str, "family"),
+    "cmpscale": (str, "row"),
 }
 PREFERRED_CHECKPOINT = "attention56_mixed_arl"
 _STATE_KEY = "_resattn_app_state"
