@@ -68,6 +68,16 @@ def count_hooks(model: nn.Module) -> int:
 
 
 @pytest.fixture
+def one_thread():
+    """Run the test on one intra-op thread (modules opt in with `usefixtures`): on a small,
+    busy CI machine two threads that wait for each other make tiny models slower, not faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def tiny_model():
     """Factory: tiny_model(name=..., attention=..., residual=..., width=..., seed=...)."""
     return build_tiny

@@ -28,14 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a small, busy CI machine two threads that wait for each other
-    make these tiny models many times slower, not faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(attention="mixed", residual="arl", classes=4, seed=0) -> nn.Module:

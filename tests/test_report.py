@@ -22,14 +22,7 @@ CLASSES = ["red", "green", "blue"]
 FAST = ["--steps", "4", "--ig-steps", "4", "--batch-size", "16", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a small, busy CI machine two threads that wait for each other
-    make these tiny models many times slower, not faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
