@@ -18,17 +18,37 @@ from .errors import ResattnError
 
 @torch.inference_mode()
 def evaluate_model(model: nn.Module, loader: DataLoader, num_classes: int, device: torch.device,
-                   *, progress: bool = False, channels_last: bool = True) -> dict:
-    """Accuracy figures of `model` on every batch of `loader` (labels 0..num_classes-1)."""
+                   *, progress: bool = False, channels_last: bool = True, per_image: bool = False) -> dict:
+    """Accuracy figures of `model` on every batch of `loader` (labels 0..num_classes-1).
+    With `per_image`, also "rows": (index, label, prediction, probability of the prediction)
+    for every image in the loader's order, for paired comparisons between networks."""
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    rows = []
     for images, labels in tqdm(loader, desc="eval", disable=not progress, leave=False):
-        logits = model(images.to(device, memory_format=memory_format))
-        predicted = logits.argmax(1).cpu()
+        logits = model(images.to(device, memory_format=memory_format)).float().cpu()
+        probability, predicted = logits.softmax(1).max(1)
         confusion += torch.bincount(labels * num_classes + predicted, minlength=num_classes ** 2).view(
             num_classes, num_classes)
-    return metrics_from_confusion(confusion)
+        if per_image:
+            rows += [(len(rows) + i, int(t), int(p), float(q))
+                     for i, (t, p, q) in enumerate(zip(labels, predicted, probability))]
+    result = metrics_from_confusion(confusion)
+    if per_image:
+        result["rows"] = rows
+    return result
+
+
+def write_predictions(path, rows) -> None:
+    """One CSV row per image: index (position in the split), label, prediction, probability."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "label", "prediction", "probability"])
+        for index, label, prediction, probability in rows:
+            writer.writerow([index, label, prediction, f"{probability:.5f}"])
 
 
 def metrics_from_confusion(confusion: torch.Tensor) -> dict:
@@ -50,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--predictions", metavar="FILE.csv",
+                        help="also write one row per image: index, label, prediction, probability")
     args = parser.parse_args(argv)
     try:
         from .checkpoints import load_checkpoint
@@ -62,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         if images.classes != card["classes"]:
             raise ResattnError("The data's classes differ from the checkpoint's; evaluate on the data it was trained on.")
         loader = DataLoader(TensorImageDataset(images, eval_transform(size)), batch_size=args.batch_size)
-        result = evaluate_model(model, loader, len(card["classes"]), device, progress=True)
+        result = evaluate_model(model, loader, len(card["classes"]), device, progress=True,
+                                per_image=bool(args.predictions))
     except ResattnError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -72,9 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     for i, (name, acc) in enumerate(zip(card["classes"], result["per_class_top1"])):
         row = " ".join(f"{v:>4}" for v in result["confusion"][i])
         print(f"{name:<{width}}  {acc:7.2f}   {row}")
+    rows = result.pop("rows", None)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"checkpoint": str(args.checkpoint), "split": args.split, "size": size, **result}, f, indent=2)
+    if args.predictions:
+        write_predictions(args.predictions, rows)
     return 0
 
 

@@ -70,7 +70,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--snapshot", metavar="DEST", help="with --resume: evaluate the run's last saved state and "
                    "save it as checkpoint DEST (card marked unfinished), without training")
     p.add_argument("--stop-after", type=int, help="stop (as on SIGTERM) after this many steps (tests)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="bf16: forward and loss under torch.autocast in bfloat16; weights, gradients, optimiser "
+                        "state and BatchNorm statistics stay float32")
+    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="also keep an exponential moving average of the weights (and BN statistics) with this "
+                        "decay per step, e.g. 0.999; the averaged model is the one evaluated and saved")
     return p.parse_args(argv)
+
+
+def bf16_supported(device: torch.device) -> tuple[bool, str]:
+    """(can this device compute in bfloat16 at speed, why not). Without native support autocast
+    still runs, but emulated and slower than float32, so training falls back to float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(), "this GPU has no bfloat16 support"
+    if device.type == "cpu":
+        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported(), \
+            "this CPU lacks native bfloat16 instructions (AVX512-BF16 or AMX)"
+    return False, f"bf16 autocast is not used on {device.type}"
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """The precision training will really use; says in one line when bf16 falls back."""
+    if requested == "bf16":
+        ok, why = bf16_supported(device)
+        if not ok:
+            print(f"note: --precision bf16 asked for, but {why}; training in fp32.", file=sys.stderr)
+            return "fp32"
+    return requested
 
 
 # ------------------------------------------------------------------------- distributed
@@ -161,15 +188,24 @@ class Trainer:
             self.optimizer, max_lr=args.lr, total_steps=total_steps,
             pct_start=warmup, div_factor=25.0, final_div_factor=1e3)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+        self.precision = resolve_precision(args.precision, device)
+        # The average follows the weights and the BN running statistics (use_buffers), so the
+        # averaged network can be evaluated as it is, without re-estimating BatchNorm.
+        self.ema = (torch.optim.swa_utils.AveragedModel(
+            self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(args.ema), use_buffers=True)
+            if args.ema else None)
         self.epoch, self.step, self.elapsed = 0, 0, 0.0
         self.stop_requested = False
         self.commit = project_commit()  # the code this process runs; HEAD may move while it trains
 
     # -- resumable state -------------------------------------------------------------
     def state(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "schedule": self.schedule.state_dict(), "epoch": self.epoch, "step": self.step,
-                "elapsed": self.elapsed, "args": vars(self.args)}
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "schedule": self.schedule.state_dict(), "epoch": self.epoch, "step": self.step,
+                 "elapsed": self.elapsed, "args": vars(self.args)}
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
 
     def save_state(self) -> None:
         if self.rank == 0:
@@ -183,6 +219,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         self.epoch, self.step, self.elapsed = state["epoch"], state["step"], state["elapsed"]
 
     # -- loop ------------------------------------------------------------------------
@@ -205,12 +243,15 @@ class Trainer:
         for images, labels in bar:
             images = images.to(self.device, memory_format=torch.channels_last, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
-            logits = self.ddp(images)
-            loss = self.criterion(logits, labels)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                logits = self.ddp(images)
+                loss = self.criterion(logits, labels)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             self.schedule.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             self.step += 1
             seen += len(labels)
             correct += (logits.argmax(1) == labels).sum().item()
@@ -226,9 +267,14 @@ class Trainer:
         return {"train_loss": round(loss_sum / max(seen, 1), 4), "train_top1": round(100 * correct / max(seen, 1), 2),
                 "img_per_s": round(seen * self.world / (time.perf_counter() - started), 1)}
 
-    def evaluate(self) -> dict:
+    @property
+    def final_model(self) -> nn.Module:
+        """The network that is evaluated and saved: the weight average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def evaluate(self, model: nn.Module | None = None) -> dict:
         loader = DataLoader(TensorImageDataset(self.val_set, eval_transform(self.args.eval_size)), batch_size=100)
-        return evaluate_model(self.model, loader, len(self.classes), self.device)
+        return evaluate_model(model or self.final_model, loader, len(self.classes), self.device)
 
     def run(self) -> Path | None:
         while self.epoch < self.args.epochs:
@@ -243,8 +289,9 @@ class Trainer:
             last = self.epoch == self.args.epochs
             if self.rank == 0:
                 if last or self.epoch % self.args.eval_every == 0:
-                    metrics = self.evaluate()
-                    row |= {"val_top1": metrics["top1"]}
+                    row |= {"val_top1": self.evaluate()["top1"]}
+                    if self.ema is not None:  # the raw weights too, to see what the average adds
+                        row |= {"val_top1_raw": self.evaluate(self.model)["top1"]}
                 row = {"epoch": self.epoch, "lr": self.schedule.get_last_lr()[0], **row,
                        "elapsed_s": round(self.elapsed, 1)}
                 with open(self.out / "log.jsonl", "a") as f:
@@ -274,12 +321,16 @@ class Trainer:
         if snapshot:
             weights = (f"snapshot of an unfinished training run after epoch {self.epoch} of {a.epochs} "
                        f"(step {self.step} of the next); not the final model")
-            command = "python -m resattn.train " + " ".join(
-                f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in vars(a).items()
-                if v not in (None, False, 0) and k not in ("resume", "snapshot", "stop_after", "workers"))
         else:
             weights = "trained with resattn.train (see recipe)"
-            command = "python -m resattn.train " + " ".join(shlex.quote(x) for x in sys.argv[1:])
+        # Rebuilt from the run's settings, not from this process's argv: a run resumed over
+        # several sessions records the command that trains it from scratch.
+        defaults = vars(parse_args([]))
+        command = "python -m resattn.train " + " ".join(
+            f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in vars(a).items()
+            if k not in ("resume", "snapshot", "stop_after", "workers", "device")
+            and (v != defaults.get(k) or k in ("model", "attention", "residual", "width", "epochs", "seed"))
+            and v not in (None, False))
         card = {
             "arch": a.model, "attention": a.attention, "residual": a.residual, "width": a.width,
             "classes": self.classes, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
@@ -295,12 +346,15 @@ class Trainer:
                 "schedule": f"one-cycle, peak lr {a.lr}, warm-up {a.warmup}",
                 "augmentation": f"random-resized crop {a.input_size} px (scale {a.min_scale}-1), flip",
                 "label_smoothing": a.label_smoothing,
+                "precision": ("bf16 autocast, fp32 weights, optimiser state and BN statistics"
+                              if self.precision == "bf16" else "fp32"),
+                "weight_average": f"EMA, decay {a.ema} per step (saved weights)" if a.ema else "none",
                 "data": "synthetic" if a.synthetic else "imagenette-128 train split",
                 "wall_time_s": round(self.elapsed, 1), "hardware": hardware(self.device, self.world),
                 "processes": self.world, "torch": torch.__version__, "commit": self.commit,
             },
         }
-        path = save_checkpoint(dest if snapshot else self.out / name, self.model, card)
+        path = save_checkpoint(dest if snapshot else self.out / name, self.final_model, card)
         print(f"saved {path} (val top-1 {metrics['top1']:.2f} %)")
         return path
 
@@ -330,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
             saved = torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)["args"]
             # The run's own settings win, so a resumed run is the same run.
             keep = {"resume", "device", "workers", "stop_after", "data", "out", "snapshot"}
-            args = argparse.Namespace(**{**saved, **{k: getattr(args, k) for k in keep}})
+            # Options added after the run started take their defaults.
+            args = argparse.Namespace(**{**vars(parse_args([])), **saved, **{k: getattr(args, k) for k in keep}})
         elif not args.resume and (out / STATE_FILE).is_file():
             raise ResattnError(f"{out} already holds a run; add --resume to continue it or choose another --out.")
         check_writable(out)
