@@ -1,5 +1,12 @@
-"""The sample gallery: photos shipped inside scikit-image (the embedded default) and, when
-the Imagenette pack is present, two validation photos per class read from it at run time.
+"""The sample gallery: photos shipped inside scikit-image and, when the Imagenette pack is
+present, two validation photos per class read from it at run time.
+
+The default photo is chosen by a rule (`default_image`): with the pack, the first gallery
+photo (in gallery order: class by class, the pack's val order within a class) that the
+session's checkpoint classifies correctly with probability >= 0.8, so a first visit opens on
+a photo the network knows and gets right; without the pack (or when no photo qualifies, or
+the weights are untrained), scikit-image's cat, with a plain note that it is none of the
+network's classes. The gallery's labels mark which photos are in-distribution.
 
 Image ids (what `img=` holds in the URL): "sample:<name>" for scikit-image photos,
 "imagenette:<n>" for the n-th gallery photo of the pack, "upload" and "camera" for the
@@ -11,9 +18,15 @@ import hashlib
 
 import numpy as np
 import streamlit as st
+import torch
 from PIL import Image
 
-from resattn import data
+from resattn import data, teaching
+from resattn.checkpoints import IMAGENET_MEAN, IMAGENET_STD
+from resattn.errors import ResattnError
+
+from . import cache
+from .cards import untrained
 
 # name -> (label, loader in skimage.data). All ship inside the scikit-image wheel (no download).
 SKIMAGE_SAMPLES = {
@@ -24,8 +37,10 @@ SKIMAGE_SAMPLES = {
     "motorcycle": ("Motorcycle", "stereo_motorcycle"),
     "camera": ("Cameraman (greyscale)", "camera"),
 }
-DEFAULT_IMAGE = "sample:chelsea"
+DEFAULT_IMAGE = "sample:chelsea"  # without the pack, or when no pack photo qualifies
 PACK_PER_CLASS = 2
+OUTSIDE = "outside the training classes"
+INSIDE = "in-distribution"
 
 
 @st.cache_data(max_entries=len(SKIMAGE_SAMPLES) + 2, show_spinner=False)
@@ -49,8 +64,7 @@ def _pack_gallery() -> tuple[np.ndarray, list[str]] | None:
     return images.images.numpy(), labels
 
 
-def choices() -> dict[str, str]:
-    """image id -> label, in gallery order."""
+def _plain_labels() -> dict[str, str]:
     out = {f"sample:{name}": label for name, (label, _) in SKIMAGE_SAMPLES.items()}
     gallery = _pack_gallery()
     if gallery is not None:
@@ -59,6 +73,74 @@ def choices() -> dict[str, str]:
             counts[label] = counts.get(label, 0) + 1
             out[f"imagenette:{i}"] = f"Imagenette val: {label} ({counts[label]})"
     return out
+
+
+def photo_class(image_id: str) -> str | None:
+    """The true class of a gallery photo (pack photos), None for scikit-image's photos."""
+    kind, _, name = image_id.partition(":")
+    gallery = _pack_gallery() if kind == "imagenette" and name.isdigit() else None
+    if gallery is None or int(name) >= len(gallery[1]):
+        return None
+    return gallery[1][int(name)]
+
+
+def in_distribution(image_id: str, classes: list[str] | None = None) -> bool:
+    """Whether a gallery photo shows one of `classes` (default: the pack's classes, which
+    the shipped networks were trained on). scikit-image's photos never do."""
+    truth = photo_class(image_id)
+    return truth is not None and (classes is None or truth in classes)
+
+
+def label(image_id: str) -> str:
+    """A gallery photo's name, e.g. "Chelsea the cat" or "Imagenette val: tench (1)"."""
+    return _plain_labels().get(image_id, image_id)
+
+
+def choices(classes: list[str] | None = None) -> dict[str, str]:
+    """image id -> label, in gallery order, each marked in-distribution or not (for
+    `classes`, default the pack's classes; see `in_distribution`)."""
+    return {image_id: f"{text} · {INSIDE if in_distribution(image_id, classes) else OUTSIDE}"
+            for image_id, text in _plain_labels().items()}
+
+
+def outside_note(image_id: str, classes: list[str]) -> str | None:
+    """For a gallery photo outside `classes`: a plain sentence saying so and naming the
+    classes the network knows; None for an in-distribution photo or the user's own."""
+    if not image_id.startswith(("sample:", "imagenette:")) or in_distribution(image_id, classes):
+        return None
+    return (f"**{label(image_id)}** is none of the {len(classes)} classes this network knows "
+            f"({', '.join(classes)}), so its prediction can only be the closest of them."
+            + ("" if data.pack_available() else " With the Imagenette pack present (`RESATTN_DATA`), the gallery "
+               "also offers photos of these classes."))
+
+
+@st.cache_data(max_entries=8, ttl=3600, show_spinner="Choosing a photo the network knows…")
+def _first_confident(path: str, stamp: tuple, device: str, size: int) -> str | None:
+    gallery = _pack_gallery()
+    if gallery is None:
+        return None
+    try:
+        model, card, _ = cache.load_model(path, stamp, device)
+    except ResattnError:
+        return None
+    if untrained(card):
+        return None  # a "correct" answer of random weights is luck, not a lesson
+    classes = list(card["classes"])
+    mean, std = card.get("mean") or IMAGENET_MEAN, card.get("std") or IMAGENET_STD
+    x = torch.cat([data.preprocess(Image.fromarray(array), size, mean, std) for array in gallery[0]]).to(device)
+    labels = [classes.index(truth) if truth in classes else -1 for truth in gallery[1]]
+    index = teaching.first_confident(model, x, labels, threshold=teaching.DEFAULT_THRESHOLD)
+    return None if index is None else f"imagenette:{index}"
+
+
+def default_image(entry: cache.Entry | None, device: str, size: int) -> str:
+    """The session's opening photo: the first gallery photo of the pack that `entry` (the
+    checkpoint the session opens on, normally the default one) classifies correctly with
+    probability >= teaching.DEFAULT_THRESHOLD; DEFAULT_IMAGE without the pack, without a
+    usable trained checkpoint, or when no photo qualifies."""
+    if entry is None or not entry.ok or not data.pack_available():
+        return DEFAULT_IMAGE
+    return _first_confident(entry.path, entry.stamp, device, int(size)) or DEFAULT_IMAGE
 
 
 def load(image_id: str) -> tuple[Image.Image, str]:

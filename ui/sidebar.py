@@ -63,13 +63,15 @@ def _device_picker(app: state.AppState) -> None:
 def _use_gallery(app: state.AppState, image_id: str) -> None:
     app.image, app.sha = samples.load(image_id)
     app.image_id = image_id
-    app.image_label = samples.choices().get(image_id, image_id)
+    app.image_label = samples.label(image_id)
 
 
 def _image_picker(app: state.AppState) -> None:
-    gallery = samples.choices()
+    gallery = samples.choices(list(app.entry.card["classes"]) if app.entry else None)
     ids = list(gallery)
-    state.ensure_choice("_gallery", ids, samples.DEFAULT_IMAGE)
+    if st.session_state.get("_gallery") not in ids:  # a first visit, or a link to a photo that is not here
+        st.session_state["_gallery"] = samples.default_image(app.entry, app.device,
+                                                             app.input_size() if app.entry else 224)
     st.radio("Image", SOURCES, key="_source", horizontal=True)
     source = st.session_state["_source"]
     if source == "Sample gallery":
@@ -113,6 +115,7 @@ def render() -> state.AppState:
     app = state.AppState(folder=folder, entries=cache.list_entries(folder), entry=None, device="cpu",
                          image=None, image_id="", image_label="", sha=None)
     with st.sidebar:
+        st.page_link("pages/tour.py", label="New here? Take the guided tour", icon=":material/tour:")
         note = st.session_state.pop("_link_note", None)
         if note:
             st.info(note)
@@ -121,5 +124,8 @@ def render() -> state.AppState:
         _image_picker(app)
         if app.image is not None:
             st.image(cache.preview(app.sha, app.image), caption=app.image_label, width="stretch")
+            outside = samples.outside_note(app.image_id, list(app.entry.card["classes"])) if app.entry else None
+            if outside:
+                st.info(outside, icon=":material/info:")
     state.save(app)
     return app

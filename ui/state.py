@@ -20,13 +20,12 @@ from PIL import Image
 from resattn.errors import ResattnError
 
 from . import cache
-from .samples import DEFAULT_IMAGE
 
 # name -> (type, default). None: chosen at run time (first checkpoint, best device, ...).
 SETTINGS: dict[str, tuple[Callable, Any]] = {
     "ckpt": (str, None),
     "device": (str, None),
-    "img": (str, DEFAULT_IMAGE),
+    "img": (str, None),  # None: ui.samples.default_image picks the opening photo
     "module": (str, None),
     "tensor": (str, "mask"),
     "reduce": (str, "mean"),
@@ -36,6 +35,8 @@ SETTINGS: dict[str, tuple[Callable, Any]] = {
     "opacity": (float, 0.5),
     "show": (str, "mask"),
     "cmpscale": (str, "row"),
+    "step": (int, 1),  # the guided tour's step (pages/tour.py)
+    "present": (int, 0),  # 1: presenter mode (ui/presenter.py)
 }
 PREFERRED_CHECKPOINT = "attention56_mixed_arl"
 _STATE_KEY = "_resattn_app_state"
@@ -54,12 +55,12 @@ def init_session() -> None:
                 ss[name] = kind(value) if value is not None else default
             except (TypeError, ValueError):
                 ss[name] = default
-        image_id = ss.get("img") or DEFAULT_IMAGE
+        image_id = ss.get("img") or None
         if image_id in ("upload", "camera"):
             ss["_link_note"] = (f"The link was made with {'an uploaded' if image_id == 'upload' else 'a camera'} "
                                 "image, which cannot travel in a link: showing the default sample photo. "
                                 "Upload the image again to see the same view.")
-            image_id = DEFAULT_IMAGE
+            image_id = None  # the sidebar opens on ui.samples.default_image
         ss["img"] = image_id
         ss["_source"] = "Sample gallery"
         ss["_gallery"] = image_id
