@@ -7,6 +7,10 @@ export needs kaleido and a Chrome, which this project does not ship).
 
 Fonts: `FONT_SIZE` for normal pages; the compare page passes `PROJECTOR_FONT_SIZE` so a
 room can read it off a projector.
+
+Style: `with figure_style(PRESENTER_STYLE): ...` makes every figure built inside the block
+use colour-blind-safe colours (the app's presenter mode). The style lives in
+a context variable, so it applies to one Streamlit session's run and never to another's.
 """
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ import base64
 import io
 import math
 import re
-from dataclasses import dataclass
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -31,6 +37,45 @@ MODEL_COLORS = {
     "mixed · NAL": "#d62728", "no attention": "#7f7f7f",
 }
 _FALLBACK_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
+
+
+@dataclass(frozen=True)
+class FigureStyle:
+    """How figures look: replacements for colour scales (by plotly name) and for the model
+    colours (by label). Type size stays with each builder, whose layout is computed from it."""
+    scales: Mapping[str, str] = field(default_factory=dict)
+    model_colors: Mapping[str, str] = field(default_factory=dict)
+    fallback_colors: tuple[str, ...] = ()
+
+    def scale(self, colorscale):
+        return self.scales.get(colorscale, colorscale) if isinstance(colorscale, str) else colorscale
+
+
+DEFAULT_STYLE = FigureStyle()
+# Presenter mode: masks in viridis, signed features in cividis (blue - grey -
+# yellow, grey at 0: readable with every common colour-vision deficiency and in greyscale);
+# model lines in the Okabe-Ito palette without a red-green pair.
+PRESENTER_STYLE = FigureStyle(
+    scales={MASK_SCALE: "Viridis", FEATURE_SCALE: "Cividis"},
+    model_colors={"mixed · ARL": "#0072B2", "channel · ARL": "#E69F00", "spatial · ARL": "#56B4E9",
+                  "mixed · NAL": "#CC79A7", "no attention": "#999999"},
+    fallback_colors=("#000000", "#F0E442", "#D55E00", "#009E73"),
+)
+_STYLE: ContextVar[FigureStyle] = ContextVar("resattn_figure_style", default=DEFAULT_STYLE)
+
+
+@contextmanager
+def figure_style(style: FigureStyle):
+    """Build the figures inside the block with `style` (this thread / context only)."""
+    token = _STYLE.set(style)
+    try:
+        yield style
+    finally:
+        _STYLE.reset(token)
+
+
+def current_style() -> FigureStyle:
+    return _STYLE.get()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -55,7 +100,9 @@ def value_range(*arrays, symmetric: bool = False) -> tuple[float, float]:
 
 
 def model_color(label: str, index: int = 0) -> str:
-    return MODEL_COLORS.get(label, _FALLBACK_COLORS[index % len(_FALLBACK_COLORS)])
+    style = current_style()
+    fallback = style.fallback_colors or _FALLBACK_COLORS
+    return style.model_colors.get(label) or MODEL_COLORS.get(label, fallback[index % len(fallback)])
 
 
 def image_uri(image: np.ndarray) -> str:
@@ -86,6 +133,7 @@ def _mpl_cmap(colorscale):
 
     if colorscale is None:
         colorscale = MASK_SCALE
+    colorscale = current_style().scale(colorscale)
     if isinstance(colorscale, str):
         name = colorscale
         for candidate in (name, name.lower(), name.capitalize()):
@@ -151,7 +199,7 @@ def _heatmap(z: np.ndarray, *, axis: str = "", zmin=None, zmax=None, colorscale=
     if coloraxis:
         trace["coloraxis"] = coloraxis
     else:
-        trace.update({"zmin": zmin, "zmax": zmax, "colorscale": colorscale or MASK_SCALE})
+        trace.update({"zmin": zmin, "zmax": zmax, "colorscale": current_style().scale(colorscale or MASK_SCALE)})
         # A diverging scale is centred on zmid only when the range straddles it; otherwise
         # plotly would stretch the range and the colour bar would no longer show zmin..zmax.
         if zmid is not None and zmin is not None and zmax is not None and zmin < zmid < zmax:
@@ -567,7 +615,8 @@ def compare_figure(columns: Sequence[CompareColumn], modules: Sequence[str], col
             y1 = top - axis.row * (cell_h + vgap)
             bar = _colorbar(axis.title, grid_right + (10 + axis.slot * slot_px) / width_px, y=y1 - cell_h / 2,
                             length=cell_h * 0.95, size=font_size)
-        spec = {"cmin": axis.zmin, "cmax": axis.zmax, "colorscale": axis.colorscale, "colorbar": bar}
+        spec = {"cmin": axis.zmin, "cmax": axis.zmax, "colorscale": current_style().scale(axis.colorscale),
+                "colorbar": bar}
         if axis.zmid is not None and axis.zmin < axis.zmid < axis.zmax:
             spec["cmid"] = axis.zmid
         layout_extra[name] = spec
