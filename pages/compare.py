@@ -1,15 +1,20 @@
 """Compare attention types: the same image through mixed, channel, spatial, NAL and the
-no-attention baseline at once, one row per module and one column per model, plus mask
-statistics per model and stage. Large fonts: made to be read off a projector."""
+no-attention baseline at once (or, as the second set, ARL and NAL at depth 56 and 92), one
+row per module and one column per model, plus mask statistics per model and stage. Networks
+of different depth share the page: rows follow the stages, and a network without a module
+at some row shows "no such module" there. Large fonts: made to be read off a projector."""
 import pandas as pd
 import streamlit as st
 
 from resattn import figures, stats
+from resattn.trace import module_order
 from resattn.analysis.reduce import REDUCE_LABELS as REDUCTIONS, REDUCE_MODES
 from ui import cache, export, state
-from ui.cards import describe, pick_zoo
+from ui.cards import describe, pick_depth, pick_zoo
 
 SHOW = {"mask": "soft mask M", "output": "output H", "trunk": "trunk T"}
+SETS = {"types": "attention types (mixed, channel, spatial, NAL, none)",
+        "depth": "depth: ARL and NAL at 56 and 92 layers"}
 MASK_SCALES = {"row": "per module: the row's data range, by activation",
                "family": "by activation, fixed (sigmoid 0…1, channel −1…1)",
                "data": "by activation, data range of all modules", "single": "one scale for all masks (−1…1)"}
@@ -20,10 +25,16 @@ st.title("Compare attention types")
 if app.entry is None or app.image is None:
     st.info("Choose a checkpoint and an image in the sidebar to compare attention types.")
     st.stop()
-zoo, missing = pick_zoo(app.usable, app.entry)
+state.ensure_choice("cmpset", list(SETS), "types")
+st.radio("Networks", list(SETS), key="cmpset", format_func=SETS.get, horizontal=True)
+zoo, missing = (pick_zoo if st.session_state["cmpset"] == "types" else pick_depth)(app.usable, app.entry)
 if missing:
-    st.info(f"Not in the checkpoint folder: **{', '.join(missing)}**. Train them with `scripts/train_zoo.sh` "
-            "(or point `RESATTN_CHECKPOINTS` at a folder that has them); the page shows the others.")
+    st.info(f"Not in the checkpoint folder: **{', '.join(missing)}**. Train them with "
+            "`python -m resattn.sweep plans/zoo_v2.toml` (or point `RESATTN_CHECKPOINTS` at a folder that has "
+            "them); the page shows the others.")
+if app.entry is not None and all(entry.name != app.entry.name for _, entry in zoo):
+    st.caption(f"The sidebar's checkpoint **{app.entry.name}** was trained with another recipe than this set; "
+               "the page shows networks trained alike, so that they differ only in what the columns name.")
 
 controls = st.columns([1.2, 1.2, 2.0, 1.0])
 state.ensure_choice("show", list(SHOW), "mask")
@@ -62,7 +73,8 @@ if not traces:
     st.stop()
 
 display_size = max(app.input_size(entry) for entry, _ in traces.values())
-modules = list(dict.fromkeys(name for _, trace in traces.values() for name in trace.names))
+# Rows in network order (stage, then position in the stage), whichever network has them.
+modules = sorted({name for _, trace in traces.values() for name in trace.names}, key=module_order)
 first_trace = next(iter(traces.values()))[1]
 image = first_trace.image if first_trace.image.shape[0] == display_size else \
     cache.network_view(app.image, display_size)

@@ -57,6 +57,13 @@ class Trace:
                                                        move(r.output)) for r in self.modules])
 
 
+def module_order(name: str) -> tuple[int, int]:
+    """Sort key of a module name "stage<s>.<i>": by stage, then position in the stage, so that
+    networks of different depth (Attention-56: 1, 1, 1 modules; -92: 1, 2, 3) line up."""
+    stage, _, index = name.removeprefix("stage").partition(".")
+    return (int(stage), int(index)) if stage.isdigit() and index.isdigit() else (10**6, 0)
+
+
 _locks: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
 _locks_guard = threading.Lock()
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 # The five models the compare page puts side by side: (attention, residual); None = any.
 ZOO_SLOTS = (("mixed", "arl"), ("channel", "arl"), ("spatial", "arl"), ("mixed", "nal"), ("none", None))
+# The depth set: ARL and NAL at 56 and 92 layers, (arch, residual), mixed attention.
+DEPTH_SLOTS = (("attention56", "arl"), ("attention56", "nal"), ("attention92", "arl"), ("attention92", "nal"))
 
 
 def model_label(card: dict) -> str:
@@ -36,28 +38,61 @@ def provenance(card: dict) -> str:
     return "; ".join(parts)
 
 
+def recipe_signature(card: dict) -> tuple:
+    """What a fair comparison must hold equal besides the attention: width, train and test
+    size, and the number of epochs trained."""
+    recipe = card.get("recipe") or {}
+    return (card.get("width"), card.get("train_size"), card.get("input_size"),
+            recipe.get("planned_epochs", recipe.get("epochs")))
+
+
+def common_recipe(entries) -> tuple | None:
+    """The recipe most checkpoints share (the zoo's), so that a set compares like with like
+    even when the current checkpoint was trained longer (the flagship)."""
+    counts: dict[tuple, int] = {}
+    for entry in entries:
+        counts[recipe_signature(entry.card)] = counts.get(recipe_signature(entry.card), 0) + 1
+    return max(counts, key=counts.get) if counts else None
+
+
 def untrained(card: dict) -> bool:
     weights = str(card.get("weights", "")).lower()
     return any(word in weights for word in ("random", "untrained", "not trained", "initialisation"))
 
 
 def pick_zoo(entries, current=None) -> tuple[list, list[str]]:
-    """([(label, entry)], [missing labels]) for ZOO_SLOTS from usable entries. Within a
-    slot the current checkpoint wins, then one with the current one's architecture, width
-    and input size, then the first by name."""
+    """([(label, entry)], [missing labels]) for ZOO_SLOTS from usable entries. Within a slot
+    a checkpoint of the common recipe wins (so the five differ only in their attention), then
+    the current checkpoint, then one with its architecture, then the first by name."""
+    slots = [((attention, residual), slot_label(attention, residual),
+              lambda e, a=attention, r=residual: e.card.get("attention") == a
+              and (r is None or e.card.get("residual") == r)) for attention, residual in ZOO_SLOTS]
+    return _fill(slots, entries, current)
+
+
+def pick_depth(entries, current=None) -> tuple[list, list[str]]:
+    """The same for DEPTH_SLOTS: mixed attention, ARL and NAL, at depth 56 and 92."""
+    slots = [((arch, residual), f"A{arch.removeprefix('attention')} · {residual.upper()}",
+              lambda e, a=arch, r=residual: e.card.get("arch") == a and e.card.get("attention") == "mixed"
+              and e.card.get("residual") == r) for arch, residual in DEPTH_SLOTS]
+    return _fill(slots, entries, current)
+
+
+def _fill(slots, entries, current) -> tuple[list, list[str]]:
     ref = (current.card if current is not None else None) or {}
+    recipe = common_recipe(entries)
 
     def rank(entry):
         card = entry.card
-        return (current is None or entry.name != current.name, card.get("arch") != ref.get("arch"),
-                card.get("width") != ref.get("width"), card.get("input_size") != ref.get("input_size"), entry.name)
+        return (recipe_signature(card) != recipe, current is None or entry.name != current.name,
+                card.get("arch") != ref.get("arch"), card.get("width") != ref.get("width"),
+                card.get("input_size") != ref.get("input_size"), entry.name)
 
     chosen, missing = [], []
-    for attention, residual in ZOO_SLOTS:
-        candidates = [e for e in entries if e.card.get("attention") == attention
-                      and (residual is None or e.card.get("residual") == residual)]
+    for _, label, matches in slots:
+        candidates = [e for e in entries if matches(e)]
         if candidates:
-            chosen.append((slot_label(attention, residual), min(candidates, key=rank)))
+            chosen.append((label, min(candidates, key=rank)))
         else:
-            missing.append(slot_label(attention, residual))
+            missing.append(label)
     return chosen, missing

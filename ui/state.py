@@ -37,6 +37,7 @@ SETTINGS: dict[str, tuple[Callable, Any]] = {
     "cmpscale": (str, "row"),
     "step": (int, 1),  # the guided tour's step (pages/tour.py)
     "present": (int, 0),  # 1: presenter mode (ui/presenter.py)
+    "cmpset": (str, "types"),
 }
 PREFERRED_CHECKPOINT = "attention56_mixed_arl"
 _STATE_KEY = "_resattn_app_state"
