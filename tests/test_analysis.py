@@ -20,7 +20,7 @@ from resattn.analysis import (agreement, faithfulness, grad_cam, integrated_grad
                               top_region, topk_iou)
 from resattn.analysis import dataset as ds
 from resattn.analysis.faithfulness import pixel_ranks
-from resattn.analysis.interventions import randomised_copy
+from resattn.analysis.interventions import cascade_steps, randomise_mask_branches, randomised_copy
 from resattn.checkpoints import model_card, save_checkpoint
 from resattn.data import ImageSet
 
@@ -145,12 +145,18 @@ def test_topk_iou_and_pointing_on_hand_made_regions():
     assert pointing_game(mask, a) is False
 
 
-def test_top_region_includes_ties_and_constant_maps_give_nan():
+def test_ties_are_broken_at_random_with_a_fixed_seed():
     flat = torch.zeros(10, 10)
     flat[0, 0] = 1.0
-    region = top_region(flat, 0.2)  # one clear pixel, then a tie at 0: all included
-    assert region.all()
-    assert math.isnan(spearman(torch.ones(4, 4), distinct_map(shape=(4, 4))))
+    region = top_region(flat, 0.2)  # one clear pixel, then a tie at 0 broken at random
+    assert region.sum() == 20 and region[0, 0]
+    assert np.array_equal(region, top_region(flat, 0.2))  # the same seed, the same region
+    assert not np.array_equal(region, top_region(flat, 0.2, seed=1))
+    # Not by position: the tied pixels chosen are not the first ones in memory order.
+    assert region.ravel()[1:20].sum() < 19
+    # A constant map has no ranking: its pixels are ranked at random, never dropped.
+    value = spearman(torch.ones(10, 10), distinct_map())
+    assert math.isfinite(value) and abs(value) < 0.5
     with pytest.raises(resattn.ResattnError):
         agreement(torch.rand(4, 4), torch.rand(5, 5))
 
@@ -230,6 +236,29 @@ def test_randomise_leaves_the_callers_model_alone():
     clone = randomised_copy(model, "stage2.1", seed=3)
     changed = [k for k, v in clone.state_dict().items() if not torch.equal(v, state[k])]
     assert changed and all(k.startswith("stage2.1.soft_mask_branch.") for k in changed)
+    # Only convolution weights change, each filter keeping its trained norm; every BatchNorm
+    # parameter and running statistic is kept.
+    assert all(k.endswith(".weight") and clone.state_dict()[k].ndim == 4 for k in changed)
+    for k in changed:
+        torch.testing.assert_close(clone.state_dict()[k].flatten(1).norm(dim=1), state[k].flatten(1).norm(dim=1))
+
+
+def test_cascading_randomisation_goes_from_the_top_stage_down():
+    model = tiny_model()
+    steps = cascade_steps(model)
+    assert steps == [("stage3", ["stage3.1"]), ("stage2", ["stage2.1", "stage3.1"]),
+                     ("stage1", ["stage1.1", "stage2.1", "stage3.1"])]
+    x = images()
+    before = resattn.trace(model, x)
+    for label, modules in steps:
+        after = resattn.trace(randomise_mask_branches(model, modules, seed=0), x)
+        for record in before.modules:
+            same = torch.equal(after[record.name].mask, record.mask)
+            assert same == (record.name not in modules), (label, record.name)
+    # The same module gets the same random weights whatever is randomised with it.
+    one = randomise_mask_branches(model, ["stage3.1"], seed=0).state_dict()
+    all_ = randomise_mask_branches(model, ["stage1.1", "stage3.1"], seed=0).state_dict()
+    assert all(torch.equal(one[k], all_[k]) for k in one if k.startswith("stage3.1."))
 
 
 def test_hooks_are_removed_also_on_exceptions():
@@ -365,7 +394,14 @@ def test_faithful_map_beats_random_on_a_known_model():
 
 def test_pixel_ranks_order_and_ties():
     ranks = pixel_ranks(torch.tensor([[0.1, 0.9], [0.5, 0.5]]), (2, 2))
-    assert ranks.tolist() == [[3, 0], [1, 2]]  # ties: first position first
+    assert ranks[0].tolist() == [3, 0] and sorted(ranks[1].tolist()) == [1, 2]
+    assert torch.equal(ranks, pixel_ranks(torch.tensor([[0.1, 0.9], [0.5, 0.5]]), (2, 2)))  # seeded
+    # Ties are broken at random, not by position: a map that is 0 over its lower half does
+    # not delete that half top to bottom.
+    half = torch.zeros(16, 16)
+    half[:8] = torch.arange(128, dtype=torch.float32).reshape(8, 16) + 1
+    tied = pixel_ranks(half, (16, 16))[8:]
+    assert tied[:4].float().mean() > 128 + 40 and tied[4:].float().mean() < 256 - 40
     with pytest.raises(resattn.ResattnError):
         pixel_ranks(torch.tensor([[float("nan"), 1.0]]), (1, 2))
 

@@ -2,19 +2,27 @@
 and dataset-level mask statistics. Pure functions returning tensors, arrays and
 dataclasses; figures are drawn elsewhere.
 
-    reduce         reduce_channels(M, "mean"|"max"|"channel"|"topk"|"pca"), to_image_size, mask_map
+    reduce         reduce_channels(M, "mean"|"max"|"channel"|"topk"|"pca"), to_image_size, mask_map;
+                   the report's reductions: channel_weights(M, "mean"|"class_weighted"|"top_channels"),
+                   weighted_map, variance_kept
     attribution    integrated_gradients, grad_cam, occlusion, attribute_all -> Attribution(.map H x W)
-    agreement      spearman, topk_iou, pointing_game, agreement -> Agreement
-    interventions  intervene(model, images, module, mode) -> InterventionResult; replaced_mask
+    agreement      spearman, topk_iou, pointing_game, agreement -> Agreement (ties broken at random)
+    nulls          shuffle and smooth (phase-randomised) nulls of the agreement
+    significance   bootstrap intervals, null bands, paired tests, Holm, verdict sentences
+    interventions  intervene(model, images, module, mode) -> InterventionResult; replaced_mask;
+                   randomise_mask_branches, cascade_steps (sanity checks)
     faithfulness   faithfulness(model, image, maps, target) -> {name: FaithfulnessCurve}
     dataset        mask_statistics(model, card, images) -> MaskStatistics (cached), load_images
+    study          the dataset study of `python -m resattn.report` (per image, then tables)
 """
 from .agreement import Agreement, agreement, pointing_game, spearman, top_region, topk_iou
 from .attribution import (METHOD_LABELS, METHODS, Attribution, attribute, attribute_all, default_gradcam_layer,
                           grad_cam, integrated_gradients, occlusion)
-from .faithfulness import FaithfulnessCurve, faithfulness, random_map
-from .interventions import INTERVENTION_LABELS, INTERVENTIONS, InterventionResult, intervene, replaced_mask
-from .reduce import REDUCE_MODES, mask_map, reduce_channels, to_image_size
+from .faithfulness import FaithfulnessCurve, faithfulness, random_map, smooth_random_map
+from .interventions import (INTERVENTION_LABELS, INTERVENTIONS, InterventionResult, cascade_steps, intervene,
+                            randomise_mask_branches, replaced_mask)
+from .reduce import (ANALYSIS_REDUCTIONS, REDUCE_MODES, channel_weights, mask_map, reduce_channels, to_image_size,
+                     variance_kept, weighted_map)
 
 _DATASET_NAMES = ("MaskStatistics", "load_images", "mask_statistics", "shard_indices")
 
@@ -29,6 +37,8 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
+    "ANALYSIS_REDUCTIONS", "cascade_steps", "channel_weights", "randomise_mask_branches", "smooth_random_map",
+    "variance_kept", "weighted_map",
     "Agreement", "Attribution", "FaithfulnessCurve", "INTERVENTIONS", "INTERVENTION_LABELS", "InterventionResult",
     "METHODS", "METHOD_LABELS", "MaskStatistics", "REDUCE_MODES", "agreement", "attribute", "attribute_all",
     "default_gradcam_layer", "faithfulness", "grad_cam", "integrated_gradients", "intervene", "load_images",

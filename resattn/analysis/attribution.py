@@ -9,6 +9,9 @@ colour bars can show real values:
                summed over the three colour channels (signed). Baseline: 0 in the
                normalised input space, i.e. the dataset's mean colour. The map sums to
                about logit(image) - logit(baseline) (completeness).
+- "abs_ig"     |IG|: the absolute value of that map (summed over colour channels first,
+               then made absolute). Evidence for a class is read from magnitudes: a pixel
+               whose IG is strongly negative matters as much as a strongly positive one.
 - "gradcam"    Grad-CAM (Selvaraju et al., 2017) of the target logit with ReLU, as in the
                paper, at `default_gradcam_layer(model)` unless another layer is chosen,
                bilinearly upsampled to the image with captum's LayerAttribution.interpolate.
@@ -35,8 +38,14 @@ from torch import nn
 from ..errors import ResattnError
 from ..trace import attention_modules, model_lock
 
-METHODS = ("ig", "gradcam", "occlusion")
-METHOD_LABELS = {"ig": "Integrated Gradients", "gradcam": "Grad-CAM", "occlusion": "Occlusion"}
+METHODS = ("abs_ig", "ig", "gradcam", "occlusion")
+METHOD_LABELS = {"abs_ig": "|Integrated Gradients|", "ig": "Integrated Gradients (signed)", "gradcam": "Grad-CAM",
+                 "occlusion": "Occlusion"}
+# The dataset report's methods (agreement.csv's `method` column): Grad-CAM twice, at the
+# last attention stage (`default_gradcam_layer`) and at the output of the compared module.
+REPORT_METHODS = ("abs_ig", "ig", "grad_cam", "grad_cam_module", "occlusion")
+REPORT_METHOD_LABELS = {"abs_ig": "|IG|", "ig": "signed IG", "grad_cam": "Grad-CAM at the last stage",
+                        "grad_cam_module": "Grad-CAM at the module's output", "occlusion": "Occlusion"}
 
 
 @dataclass
@@ -115,6 +124,13 @@ def integrated_gradients(model: nn.Module, image: torch.Tensor, target: int | No
     return Attribution("ig", attr[0].sum(dim=0).detach().float().cpu(), target, {"n_steps": int(n_steps)})
 
 
+def absolute_integrated_gradients(model: nn.Module, image: torch.Tensor, target: int | None = None,
+                                  **options) -> Attribution:
+    """|IG|: Integrated Gradients summed over colour channels, then made absolute."""
+    signed = integrated_gradients(model, image, target, **options)
+    return Attribution("abs_ig", signed.map.abs(), signed.target, dict(signed.params))
+
+
 def grad_cam(model: nn.Module, image: torch.Tensor, target: int | None = None, *,
              layer: str | nn.Module | None = None, relu: bool = True) -> Attribution:
     """Grad-CAM of the target logit at `layer` (a module name or module; default
@@ -157,8 +173,9 @@ def occlusion(model: nn.Module, image: torch.Tensor, target: int | None = None, 
 
 
 def attribute(model: nn.Module, image: torch.Tensor, method: str, target: int | None = None, **options) -> Attribution:
-    """One attribution by method name ("ig", "gradcam", "occlusion")."""
-    functions = {"ig": integrated_gradients, "gradcam": grad_cam, "occlusion": occlusion}
+    """One attribution by method name ("abs_ig", "ig", "gradcam", "occlusion")."""
+    functions = {"abs_ig": absolute_integrated_gradients, "ig": integrated_gradients, "gradcam": grad_cam,
+                 "occlusion": occlusion}
     if method not in functions:
         raise ResattnError(f"Unknown attribution method {method!r}: choose one of {', '.join(METHODS)}.")
     return functions[method](model, image, target, **options)
@@ -167,10 +184,55 @@ def attribute(model: nn.Module, image: torch.Tensor, method: str, target: int | 
 def attribute_all(model: nn.Module, image: torch.Tensor, target: int | None = None, *,
                   methods=METHODS, options: dict | None = None) -> dict[str, Attribution]:
     """Every method in `methods` for the same target (the predicted class when None).
-    `options` maps a method name to its keyword arguments, e.g. {"ig": {"n_steps": 16}}."""
+    `options` maps a method name to its keyword arguments, e.g. {"ig": {"n_steps": 16}}.
+    |IG| and signed IG share one IG computation (with the options of "ig")."""
     _check_image(image)
     options = options or {}
     if target is None:
         with _gradients_on(model, image) as x:
             target = _target(model, x, None)
-    return {m: attribute(model, image, m, target, **options.get(m, {})) for m in methods}
+    signed = None
+    if "ig" in methods or "abs_ig" in methods:
+        signed = integrated_gradients(model, image, target, **options.get("ig", options.get("abs_ig", {})))
+    out = {}
+    for m in methods:
+        if m == "ig":
+            out[m] = signed
+        elif m == "abs_ig":
+            out[m] = Attribution("abs_ig", signed.map.abs(), signed.target, dict(signed.params))
+        else:
+            out[m] = attribute(model, image, m, target, **options.get(m, {}))
+    return out
+
+
+def mask_gradients(model: nn.Module, image: torch.Tensor, target: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{module: (M, d logit_target / d H)} for every attention module with a mask, from one
+    forward and one backward pass: the soft mask M (C x h x w) and the gradient of the
+    target logit at the module's output H = (1 + M)·T or M·T (C x h x w), on the CPU. The
+    gradient's spatial means are the class-weighted reduction's channel weights."""
+    from ..trace import trace
+
+    _check_image(image)
+    with _gradients_on(model, image) as x:
+        tr = trace(model, x, grad=True)
+        records = [r for r in tr.modules if r.mask is not None]
+        if not records:
+            return {}
+        grads = torch.autograd.grad(tr.logits[0, int(target)], [r.output for r in records])
+    return {r.name: (r.mask[0].detach().float().cpu(), g[0].detach().float().cpu()) for r, g in zip(records, grads)}
+
+
+def report_attributions(model: nn.Module, image: torch.Tensor, target: int, modules: list[str], *,
+                        ig_steps: int = 32) -> dict[str, torch.Tensor]:
+    """The dataset report's attribution maps of one image (H x W each, CPU, unnormalised):
+    "abs_ig", "ig" (one IG computation), "grad_cam" (at `default_gradcam_layer`), one
+    "grad_cam_module:<module>" per name in `modules` (Grad-CAM at that attention module's
+    output) and "occlusion"."""
+    signed = integrated_gradients(model, image, target, n_steps=ig_steps)
+    maps = {"abs_ig": signed.map.abs(), "ig": signed.map}
+    last = default_gradcam_layer(model)
+    cams = {name: grad_cam(model, image, target, layer=name).map for name in dict.fromkeys([*modules, last])}
+    maps["grad_cam"] = cams[last]
+    maps.update({f"grad_cam_module:{name}": cams[name] for name in modules})
+    maps["occlusion"] = occlusion(model, image, target).map
+    return maps

@@ -62,8 +62,38 @@ def spread_indices(total: int, limit: int | None) -> np.ndarray:
     return np.unique(np.linspace(0, total - 1, int(limit)).round().astype(np.int64))
 
 
+SAMPLINGS = ("spread", "stratified")
+
+
+def stratified_indices(labels, limit: int | None, seed: int = 0) -> np.ndarray:
+    """`limit` indices drawn at random (seeded) in equal numbers from every class of
+    `labels` (-1, an unknown label, is a class of its own), sorted. A class with fewer
+    images than its share gives all of them and the rest is shared among the others; the
+    first classes (in label order) take one more when `limit` does not divide evenly."""
+    labels = np.asarray(labels)
+    total = len(labels)
+    if limit is None or limit >= total:
+        return np.arange(total)
+    if limit < 1:
+        raise ResattnError(f"--limit must be at least 1, got {limit}.")
+    from .agreement import rng_for
+
+    groups = {int(c): np.flatnonzero(labels == c) for c in np.unique(labels)}
+    quota = {c: 0 for c in groups}
+    left = int(limit)
+    while left > 0:
+        open_ = [c for c in groups if quota[c] < len(groups[c])]
+        share, extra = divmod(left, len(open_))
+        for i, c in enumerate(open_):
+            quota[c] = min(len(groups[c]), quota[c] + share + (1 if i < extra else 0))
+        left = int(limit) - sum(quota.values())
+    chosen = [rng_for(seed, "stratified", c, total).choice(groups[c], size=quota[c], replace=False)
+              for c in groups if quota[c]]
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
 def load_images(source: str | os.PathLike, *, classes: list[str] | None = None, size: int = 128,
-                limit: int | None = None) -> ImageSet:
+                limit: int | None = None, sample: str = "spread", seed: int = 0) -> ImageSet:
     """Images from `source` as an ImageSet (uint8 N x size x size x 3):
 
     - "pack" or a .npz file: the val split of the Imagenette pack;
@@ -71,17 +101,27 @@ def load_images(source: str | os.PathLike, *, classes: list[str] | None = None, 
     - a folder of image files, or a single image file: labels unknown (-1).
 
     With `classes` (the checkpoint's class names) labels are indices into it, and folder
-    names that are not among them get -1. `limit` keeps that many images spread evenly over
-    the set (see `spread_indices`); only those are decoded.
+    names that are not among them get -1. `limit` keeps that many images, only those are
+    decoded: spread evenly over the set (`sample="spread"`, see `spread_indices`) or drawn
+    at random in equal numbers per class (`sample="stratified"` with `seed`, see
+    `stratified_indices`; a folder without classes is one class).
     """
     from PIL import Image
 
     from ..images import load_image
 
+    if sample not in SAMPLINGS:
+        raise ResattnError(f"Unknown sampling {sample!r}: choose one of {', '.join(SAMPLINGS)}.")
+
+    def pick(labels) -> np.ndarray:
+        if sample == "stratified":
+            return stratified_indices(labels, limit, seed)
+        return spread_indices(len(labels), limit)
+
     spec = str(source)
     if spec == "pack" or spec.endswith(".npz"):
         pack = load_pack(None if spec == "pack" else str(find_pack(spec)), "val")
-        chosen = pack.subset(spread_indices(len(pack), limit))
+        chosen = pack.subset(pick(pack.labels.numpy()))
         if tuple(chosen.images.shape[1:3]) != (size, size):
             resized = F.interpolate(chosen.images.permute(0, 3, 1, 2).float(), size=(size, size), mode="bilinear",
                                     antialias=True, align_corners=False)
@@ -107,7 +147,7 @@ def load_images(source: str | os.PathLike, *, classes: list[str] | None = None, 
                            "or 'pack' for the Imagenette val split.")
     names_of_classes = classes if classes is not None else folder_classes
     images, labels, names = [], [], []
-    for index in spread_indices(len(files), limit):
+    for index in pick(np.array([folder_classes.index(c) if c in folder_classes else -1 for c, _ in files])):
         cls, file = files[int(index)]
         try:
             image = load_image(file).resize((size, size), Image.Resampling.BILINEAR)

@@ -10,10 +10,15 @@ Modes (`INTERVENTIONS`):
                   removes "where").
   "from_image"    M taken from another image's trace (`mask`: C x h x w or N x C x h x w),
                   bilinearly resized when the spatial size differs.
-  "randomise"     the module's soft mask branch re-initialised with a fixed seed, as a
-                  freshly built network's branch would be (convolutions Kaiming-normal,
-                  BatchNorm weight 1, bias 0, running mean 0, variance 1): the model
-                  randomisation sanity check of Adebayo et al. (2018), applied to one branch.
+  "randomise"     the convolution weights of the module's soft mask branch replaced by
+                  seeded Gaussian noise, each filter rescaled to the norm of the trained
+                  filter it replaces; every BatchNorm (affine parameters and running
+                  statistics) is kept. The model randomisation sanity check of Adebayo et al.
+                  (2018), applied to one branch (`randomise_mask_branches`). Keeping the
+                  BatchNorm statistics and the filter norms keeps the branch's activations
+                  at their trained scale: re-initialising BatchNorm as well (mean 0,
+                  variance 1) lets them grow until the sigmoid saturates, so the effect
+                  measured would be that of a saturated mask, not of a random one.
                   This runs on a deep copy; the caller's model is never modified.
 
 The replacement is a forward hook on the module's `soft_mask_branch` that returns the new
@@ -108,25 +113,49 @@ def replaced_mask(model: nn.Module, module: str, replace: Callable[[torch.Tensor
             handle.remove()
 
 
-def randomised_copy(model: nn.Module, module: str, seed: int = 0) -> nn.Module:
-    """A deep copy of `model` whose attention module `module` has a freshly initialised soft
-    mask branch (see the module docstring); the original model is untouched."""
-    _attention_module(model, module)
+def randomise_mask_branches(model: nn.Module, modules: list[str], seed: int = 0) -> nn.Module:
+    """A deep copy of `model` in which the soft mask branch of every attention module named
+    in `modules` has random convolution weights: seeded Gaussian noise, each output filter
+    rescaled to the L2 norm of the trained filter (an all-zero filter stays zero). BatchNorm
+    layers, their running statistics and any bias are kept. The caller's model is untouched.
+    Each module draws from its own generator (seed and name), so randomising a module gives
+    the same weights whatever else is randomised with it."""
+    from .agreement import rng_for
+
+    for name in modules:
+        _attention_module(model, name)
     with model_lock(model):  # no other thread's hooks are attached while copying
         clone = copy.deepcopy(model)
-    branch = _attention_module(clone, module).soft_mask_branch
-    generator = torch.Generator(device="cpu").manual_seed(int(seed))
     with torch.no_grad():
-        for layer in branch.modules():
-            if isinstance(layer, nn.Conv2d):
-                weight = torch.empty(layer.weight.shape)
-                nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu", generator=generator)
-                layer.weight.copy_(weight)
-                if layer.bias is not None:
-                    layer.bias.zero_()
-            elif isinstance(layer, nn.modules.batchnorm._BatchNorm):
-                layer.reset_parameters()
+        for name in modules:
+            branch = _attention_module(clone, name).soft_mask_branch
+            generator = torch.Generator(device="cpu").manual_seed(int(rng_for(seed, "randomise", name).integers(2**62)))
+            for layer in branch.modules():
+                if isinstance(layer, nn.Conv2d):
+                    trained = layer.weight.detach().float().cpu()
+                    noise = torch.randn(trained.shape, generator=generator)
+                    norms = trained.flatten(1).norm(dim=1) / noise.flatten(1).norm(dim=1).clamp(min=1e-12)
+                    layer.weight.copy_((noise * norms.view(-1, *([1] * (noise.ndim - 1)))).to(layer.weight))
     return clone
+
+
+def cascade_steps(model: nn.Module) -> list[tuple[str, list[str]]]:
+    """The cascading randomisation of Adebayo et al. (2018), from the top of the network
+    down, over the stages that have soft masks: [("stage3", modules of stage 3),
+    ("stage2", modules of stages 3 and 2), ...]. The label names the lowest stage
+    randomised ("randomised through stage 2"); the list holds every masked module of that
+    stage and above."""
+    masked = [(name, module.stage) for name, module in attention_modules(model) if module.soft_mask_branch is not None]
+    steps = []
+    for stage in sorted({s for _, s in masked}, reverse=True):
+        steps.append((f"stage{stage}", [name for name, s in masked if s >= stage]))
+    return steps
+
+
+def randomised_copy(model: nn.Module, module: str, seed: int = 0) -> nn.Module:
+    """A deep copy of `model` whose attention module `module` has a randomised soft mask
+    branch (see `randomise_mask_branches`); the original model is untouched."""
+    return randomise_mask_branches(model, [module], seed)
 
 
 @dataclass

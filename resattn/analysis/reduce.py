@@ -119,3 +119,107 @@ def mask_map(mask: torch.Tensor, size: tuple[int, int] | int | None = None, mode
     given, resized to it: the map compared with attributions and used to order pixels."""
     reduced = reduce_channels(mask, mode, **options)
     return reduced if size is None else to_image_size(reduced, size)
+
+
+# --------------------------------------------------------------------------- report reductions
+# The three reductions the dataset report (resattn.report) compares with attributions. Each is
+# a weighted sum over channels, sum_c a_c M_c, with its own channel weights a (N x C), so the
+# share of the mask's spatial variance it keeps is defined the same way for all three.
+
+ANALYSIS_REDUCTIONS = ("mean", "class_weighted", "top_channels")
+ANALYSIS_REDUCTION_LABELS = {
+    "mean": "mean over channels",
+    "class_weighted": "class-weighted channel sum",
+    "top_channels": "top channels by mask energy",
+}
+TOP_CHANNELS = 8  # the k of "top_channels" (clipped to the number of channels)
+
+
+def channel_weights(mask: torch.Tensor, reduction: str, *, gradient: torch.Tensor | None = None,
+                    k: int = TOP_CHANNELS) -> torch.Tensor:
+    """N x C channel weights a of one of `ANALYSIS_REDUCTIONS` for a mask N x C x h x w:
+
+      "mean"            a_c = 1 / C.
+      "class_weighted"  a_c = the mean over positions of d logit / d H_c, the gradient of the
+                        explained class's logit at the module's output H = (1 + M)·T (or M·T)
+                        (`gradient`, N x C x h x w): Grad-CAM's channel weights, applied to M
+                        instead of to the activations. Signed: no ReLU, so no tied zeros.
+      "top_channels"    a_c = 1 / k for the k channels with the largest energy (mean of M^2
+                        over positions), 0 elsewhere.
+    """
+    batch, single = _as_batch(mask)
+    batch = batch.float()
+    n, c = batch.shape[:2]
+    if reduction == "mean":
+        weights = torch.full((n, c), 1.0 / c, device=batch.device)
+    elif reduction == "class_weighted":
+        if gradient is None:
+            raise ResattnError("The class-weighted reduction needs the gradient of the class at the module's output.")
+        grad, _ = _as_batch(gradient)
+        if tuple(grad.shape) != tuple(batch.shape):
+            raise ResattnError(f"The gradient's shape {tuple(grad.shape)} differs from the mask's {tuple(batch.shape)}.")
+        weights = grad.float().mean(dim=(2, 3))
+    elif reduction == "top_channels":
+        if int(k) < 1:
+            raise ResattnError(f"k must be at least 1, got {k}.")
+        kk = min(int(k), c)
+        top = channel_energy(batch).topk(kk, dim=1).indices
+        weights = torch.zeros((n, c), device=batch.device).scatter_(1, top, 1.0 / kk)
+    else:
+        raise ResattnError(f"Unknown reduction {reduction!r}: choose one of {', '.join(ANALYSIS_REDUCTIONS)}.")
+    return weights[0] if single else weights
+
+
+def weighted_map(mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum_c a_c M_c: N x C x h x w with N x C weights -> N x h x w (or C x h x w with C -> h x w)."""
+    batch, single = _as_batch(mask)
+    w = weights if weights.ndim == 2 else weights.unsqueeze(0)
+    out = torch.einsum("nchw,nc->nhw", batch.float(), w.float().to(batch.device))
+    return out[0] if single else out
+
+
+def variance_kept(mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Per image, the share of the mask's spatial variance that the map sum_c a_c M_c keeps.
+
+    With every channel centred over the positions (M'_c = M_c - mean_p M_c) and u = a / |a|
+    the unit channel direction of the weights, it is |sum_c u_c M'_c|^2 / sum_c |M'_c|^2:
+    the fraction of the total spatial variance (summed over channels) that lies along u,
+    as in PCA. 1 when every channel is the same spatial pattern up to scale along u (the
+    first principal direction keeps the most of any map); NaN for a mask constant over
+    space or zero weights. N (or a 0-d tensor for one mask).
+    """
+    batch, single = _as_batch(mask)
+    w = weights if weights.ndim == 2 else weights.unsqueeze(0)
+    centred = batch.double().flatten(2)
+    centred = centred - centred.mean(dim=2, keepdim=True)
+    norm = w.double().norm(dim=1, keepdim=True)
+    unit = torch.where(norm > 0, w.double() / norm.clamp(min=1e-300), torch.zeros_like(w, dtype=torch.double))
+    projected = torch.einsum("ncp,nc->np", centred, unit.to(centred.device))
+    total = centred.pow(2).sum(dim=(1, 2))
+    kept = projected.pow(2).sum(dim=1) / total
+    kept = torch.where((total > 0) & (norm[:, 0].to(total.device) > 0), kept, torch.full_like(kept, float("nan")))
+    kept = kept.float()
+    return kept[0] if single else kept
+
+
+def border_fraction(shape: tuple[int, int]) -> float:
+    """The share of an h x w map's positions on its outermost ring: where a peak placed
+    uniformly at random would land on the border."""
+    h, w = int(shape[0]), int(shape[1])
+    inner = max(0, h - 2) * max(0, w - 2)
+    return 1.0 - inner / (h * w)
+
+
+def peak_on_border(map_: torch.Tensor) -> torch.Tensor:
+    """Whether each map's maximum (h x w or N x h x w, at its own resolution) lies on the
+    outermost ring of positions. Ties: any tied maximum on the border counts as on the
+    border only if all tied maxima are (a constant map gives False unless it is 1 x 1)."""
+    batch = map_ if map_.ndim == 3 else map_.unsqueeze(0)
+    n, h, w = batch.shape
+    ring = torch.ones(h, w, dtype=torch.bool, device=batch.device)
+    if h > 2 and w > 2:
+        ring[1:-1, 1:-1] = False
+    peaks = batch == batch.flatten(1).amax(dim=1)[:, None, None]
+    inside = (peaks & ~ring).flatten(1).any(dim=1)
+    out = ~inside
+    return out[0] if map_.ndim == 2 else out

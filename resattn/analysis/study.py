@@ -1,0 +1,444 @@
+"""The dataset study behind `python -m resattn.report`: per image, what the masks, the
+attributions, deletion / insertion, the mask interventions and the randomised networks
+give; over images, the tables with intervals, nulls and corrected tests.
+
+Per image (`analyse_image`, all for the predicted class, the "target"):
+
+- every masked module's mask reduced three ways (`reduce.ANALYSIS_REDUCTIONS`) at its own
+  resolution, the share of spatial variance each keeps and whether its peak lies on the
+  border ring;
+- the attributions (`attribution.report_attributions`) put on the comparison grid (`grid`
+  x `grid`, default 32: the finest mask resolution at 128 px; attributions area-averaged
+  onto it, masks resized bilinearly) and ranked with ties broken at random (seeded);
+- deletion and insertion AUCs of every order (each mask reduction, each attribution, a
+  pixel-noise order and one smooth random order per module, see `faithfulness`) with each
+  fill in `fills`;
+- the sanity check: the masks of the cascade of networks whose mask branches are
+  randomised from the top stage down (`interventions.cascade_steps`), compared with the
+  trained masks (Spearman and SSIM on the grid) and with the trained network's
+  attributions.
+
+After every image is done, two steps need the whole set: the causal test (`causal_effects`:
+the target logit when one module's mask is replaced by its mean over the set, by 1, or by
+another image's mask) and the nulls of the agreement (`agreement_values`: the shuffle null
+pairs a mask with other images' attributions).
+
+Every random draw is seeded by the study's seed and the image's index in the set, so a run
+sharded over processes computes exactly what one process computes. The tables
+(`*_rows`) are plain lists of dicts, written as CSV by the report.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..trace import attention_modules, trace
+from .agreement import DEFAULT_TOP_FRACTION, METRICS, rank_metrics, rng_for, tie_broken_ranks, to_grid
+from .attribution import REPORT_METHODS, mask_gradients, report_attributions
+from .faithfulness import RANDOM, faithfulness, smooth_random_map
+from .interventions import cascade_steps, mask_replacement, randomise_mask_branches, replaced_mask
+from .nulls import (DEFAULT_DRAWS, DEFAULT_GRID, NULLS, attribution_ranks, cell_values, mask_ranks, method_key,
+                    shuffle_offsets)
+from .reduce import ANALYSIS_REDUCTIONS, TOP_CHANNELS, border_fraction, channel_weights, peak_on_border, \
+    variance_kept, weighted_map
+from .significance import BOOTSTRAP, bootstrap_interval, bootstrap_weights, holm, null_band, paired_p
+
+FILLS = ("blur", "impute")
+REPLACEMENTS = ("dataset_mean", "one", "other_image")
+FIXED_POINT = 2.0 ** 40  # masks summed as integers: exact, so the set's mean is the same however it is sharded
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    steps: int = 16  # deletion / insertion steps
+    ig_steps: int = 32
+    batch_size: int = 64  # perturbed images per forward pass
+    grid: int = DEFAULT_GRID
+    draws: int = DEFAULT_DRAWS  # null draws per image and null
+    fraction: float = DEFAULT_TOP_FRACTION
+    top_k: int = TOP_CHANNELS
+    fills: tuple[str, ...] = FILLS
+    bootstrap: int = BOOTSTRAP
+    seed: int = 0
+
+
+def masked_modules(model: nn.Module) -> list[str]:
+    """Names of the attention modules that have a soft mask, in forward order."""
+    return [name for name, module in attention_modules(model) if module.soft_mask_branch is not None]
+
+
+def agreement_cells(modules: list[str]) -> list[tuple[str, str, str]]:
+    """Every (module, reduction, method) compared: the family of one checkpoint's tests."""
+    return [(m, r, a) for m in modules for r in ANALYSIS_REDUCTIONS for a in REPORT_METHODS]
+
+
+def attribution_keys(modules: list[str]) -> list[str]:
+    return ["abs_ig", "ig", "grad_cam", *[f"grad_cam_module:{m}" for m in modules], "occlusion"]
+
+
+def order_names(modules: list[str], all_modules: list[str]) -> list[str]:
+    """The deletion / insertion orders: every mask reduction, every attribution, the pixel
+    noise order and one smooth random order per attention module."""
+    names = [f"mask:{m}:{r}" for m in modules for r in ANALYSIS_REDUCTIONS]
+    names += attribution_keys(modules)
+    names += ["random_pixel"] + [f"random_smooth:{m}" for m in all_modules]
+    return names
+
+
+def image_seed(settings: StudySettings, index: int, *keys) -> int:
+    return int(rng_for(settings.seed, index, *keys).integers(2**31 - 1))
+
+
+@dataclass
+class ImageRecord:
+    """One image's results (numpy, small: everything the set-level steps need)."""
+    index: int
+    label: int
+    target: int
+    probability: float
+    native: dict  # (module, reduction) -> h x w float32, the reduced mask at its module's resolution
+    kept: dict  # (module, reduction) -> share of spatial variance kept
+    border: dict  # (module, reduction) -> peak on the border ring (bool)
+    border_chance: dict  # module -> share of positions on the border ring
+    attribution_ranks: dict  # key -> n int16, tie-broken ranks on the grid
+    auc: dict  # (fill, order) -> (deletion AUC, insertion AUC)
+    sanity: dict  # (through, module, reduction) -> (spearman, ssim) of randomised vs trained mask
+    sanity_agreement: dict  # (through, module, reduction, method) -> metrics (3,)
+    extras: dict = field(default_factory=dict)  # full-size maps and curves for a figure (not gathered)
+
+
+def reduced_masks(gradients: dict, modules: list[str], top_k: int) -> tuple[dict, dict, dict]:
+    """(native maps, variance kept, peak on border), keyed (module, reduction)."""
+    native, kept, border = {}, {}, {}
+    for m in modules:
+        mask, grad = gradients[m]
+        for r in ANALYSIS_REDUCTIONS:
+            weights = channel_weights(mask, r, gradient=grad, k=top_k)
+            reduced = weighted_map(mask, weights)
+            native[(m, r)] = reduced.numpy().astype(np.float32)
+            kept[(m, r)] = float(variance_kept(mask, weights))
+            border[(m, r)] = bool(peak_on_border(reduced))
+    return native, kept, border
+
+
+def _ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM of two maps, each rescaled to 0 .. 1 by its own minimum and maximum (a constant
+    map becomes 0), as Adebayo et al. compare explanations."""
+    from skimage.metrics import structural_similarity
+
+    def unit(x):
+        x = np.asarray(x, dtype=np.float64)
+        span = x.max() - x.min()
+        return (x - x.min()) / span if span > 0 else np.zeros_like(x)
+
+    return float(structural_similarity(unit(a), unit(b), data_range=1.0))
+
+
+def cascade_models(model: nn.Module, seed: int) -> list[tuple[str, nn.Module]]:
+    """The randomised networks of the sanity check, built once per study."""
+    return [(label, randomise_mask_branches(model, modules, seed)) for label, modules in cascade_steps(model)]
+
+
+def analyse_image(model: nn.Module, image: torch.Tensor, index: int, label: int, settings: StudySettings, *,
+                  cascade: list[tuple[str, nn.Module]] = (), keep_extras: bool = False) -> ImageRecord:
+    """Everything per image (see the module doc) for one normalised image 1 x 3 x H x W."""
+    device = next(model.parameters()).device
+    image = image.to(device)
+    size = tuple(image.shape[-2:])
+    modules = masked_modules(model)
+    all_modules = [name for name, _ in attention_modules(model)]
+    tr = trace(model, image).to("cpu")
+    probabilities = tr.logits.float().softmax(dim=1)[0]
+    target = int(probabilities.argmax())
+
+    gradients = mask_gradients(model, image, target)
+    native, kept, border = reduced_masks(gradients, modules, settings.top_k)
+    border_chance = {m: border_fraction(gradients[m][0].shape[-2:]) for m in modules}
+
+    maps = report_attributions(model, image, target, modules, ig_steps=settings.ig_steps)
+    grid_maps = {k: to_grid(v, settings.grid).numpy() for k, v in maps.items()}
+    ranks = {k: v.astype(np.int16) for k, v in attribution_ranks(grid_maps, image=index, seed=settings.seed).items()}
+
+    # Orders for deletion / insertion: maps of any size (faithfulness resizes them).
+    orders = {f"mask:{m}:{r}": torch.from_numpy(native[(m, r)]) for m in modules for r in ANALYSIS_REDUCTIONS}
+    orders.update({k: maps[k] for k in attribution_keys(modules)})
+    orders["random_pixel"] = torch.rand(size, generator=torch.Generator().manual_seed(image_seed(settings, index, "pixel")))
+    for record in tr.modules:
+        smooth_seed = image_seed(settings, index, "smooth order", record.name)
+        if record.mask is not None:
+            like = torch.from_numpy(native[(record.name, "mean")])
+            orders[f"random_smooth:{record.name}"] = smooth_random_map(like, smooth_seed)
+        else:  # no mask to imitate: white noise at the module's resolution, resized like a mask
+            generator = torch.Generator().manual_seed(smooth_seed)
+            orders[f"random_smooth:{record.name}"] = torch.rand(tuple(record.trunk.shape[-2:]), generator=generator)
+    auc, curves_for_figure = {}, {}
+    for fill in settings.fills:
+        curves = faithfulness(model, image, orders, target, steps=settings.steps, batch_size=settings.batch_size,
+                              baseline=fill, include_random=False, seed=image_seed(settings, index, "faithfulness"))
+        for name, curve in curves.items():
+            auc[(fill, name)] = (curve.deletion_auc, curve.insertion_auc)
+        if fill == settings.fills[0]:
+            curves_for_figure = curves
+
+    # Sanity: the same reductions on the randomised networks, for the same target. Ties are
+    # broken with the agreement's own keys, so a mask the randomisation did not change (a
+    # module below the randomised stages) ranks exactly as before.
+    sanity, sanity_agreement = {}, {}
+
+    def grid_ranks(key, values):
+        return tie_broken_ranks(values.ravel(), rng_for(settings.seed, index, "mask", *key))
+
+    trained_ranks = {key: grid_ranks(key, to_grid(torch.from_numpy(m), settings.grid).numpy())
+                     for key, m in native.items()}
+    for through, randomised in cascade:
+        r_native, _, _ = reduced_masks(mask_gradients(randomised, image, target), modules, settings.top_k)
+        for key, m in r_native.items():
+            grid_map = to_grid(torch.from_numpy(m), settings.grid).numpy()
+            mine = grid_ranks(key, grid_map)
+            trained_grid = to_grid(torch.from_numpy(native[key]), settings.grid).numpy()
+            rho = float(rank_metrics(mine, trained_ranks[key])["spearman"])
+            sanity[(through, *key)] = (rho, _ssim(grid_map, trained_grid))
+            for method in REPORT_METHODS:
+                values = rank_metrics(mine, ranks[method_key(method, key[0])], settings.fraction)
+                sanity_agreement[(through, *key, method)] = np.array([values[k] for k in METRICS], dtype=np.float64)
+
+    extras = {}
+    if keep_extras:
+        extras = {"maps": {k: v.numpy() for k, v in maps.items()}, "curves": curves_for_figure,
+                  "mean_masks": {m: native[(m, "mean")] for m in modules}}
+    return ImageRecord(int(index), int(label), target, float(probabilities[target]), native, kept, border,
+                       border_chance, ranks, auc, sanity, sanity_agreement, extras)
+
+
+# --------------------------------------------------------------------------- set-level steps
+
+def mask_sums(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per masked module, the sum of the masks of `images` (normalised, N x 3 x H x W, one
+    at a time) as int64 fixed point (`FIXED_POINT`): exact, so sums from several processes
+    add up to the same total in any order."""
+    device = next(model.parameters()).device
+    sums: dict[str, torch.Tensor] = {}
+    for i in range(len(images)):
+        tr = trace(model, images[i:i + 1].to(device))
+        for record in tr.modules:
+            if record.mask is not None:
+                fixed = torch.round(record.mask[0].double().cpu() * FIXED_POINT).to(torch.int64)
+                sums[record.name] = sums[record.name] + fixed if record.name in sums else fixed
+    return sums
+
+
+def mean_masks(sums: dict[str, torch.Tensor], count: int) -> dict[str, torch.Tensor]:
+    return {name: (total.double() / FIXED_POINT / max(1, count)).float() for name, total in sums.items()}
+
+
+def causal_effects(model: nn.Module, image: torch.Tensor, partner: torch.Tensor, target: int,
+                   means: dict[str, torch.Tensor]) -> dict[tuple[str, str], tuple[float, float, float]]:
+    """(module, replacement) -> (change of the target logit, change of its probability,
+    1.0 if the predicted class changed) when the module's mask is replaced by its mean over
+    the set ("dataset_mean"), by 1 ("one"), or by the mask of another image `partner`
+    ("other_image"), one module at a time."""
+    device = next(model.parameters()).device
+    image, partner = image.to(device), partner.to(device)
+    with torch.inference_mode():
+        before = model(image).float()[0]
+    other = trace(model, partner)
+    effects = {}
+    for name in means:
+        masks = {"dataset_mean": mask_replacement("from_image", mask=means[name].to(device)),
+                 "one": mask_replacement("one"),
+                 "other_image": mask_replacement("from_image", mask=other[name].mask)}
+        for replacement in REPLACEMENTS:
+            with replaced_mask(model, name, masks[replacement]), torch.inference_mode():
+                after = model(image).float()[0]
+            effects[(name, replacement)] = (
+                float(after[target] - before[target]),
+                float(after.softmax(0)[target] - before.softmax(0)[target]),
+                float(int(after.argmax()) != int(before.argmax())))
+    return effects
+
+
+def agreement_values(record: ImageRecord, records_by_index: dict[int, ImageRecord], offsets: np.ndarray,
+                     n_images: int, settings: StudySettings, modules: list[str]):
+    """The agreement cells of one image with both nulls (`nulls.cell_values`)."""
+    masks = mask_ranks(record.native, image=record.index, grid=settings.grid, draws=settings.draws,
+                       seed=settings.seed)
+    partners = [records_by_index[(record.index + int(o)) % n_images].attribution_ranks for o in offsets]
+    return cell_values(masks, record.attribution_ranks, agreement_cells(modules), partners=partners,
+                       fraction=settings.fraction)
+
+
+# --------------------------------------------------------------------------- tables
+
+def _g(x: float) -> str:
+    """Six significant digits: enough for any table, and the same text in every run."""
+    return "nan" if not math.isfinite(x) else f"{x:.6g}"
+
+
+def agreement_rows(checkpoint: str, modules: list[str], observed: np.ndarray, nulls: dict[str, np.ndarray],
+                   weights: np.ndarray) -> tuple[list[dict], list[dict]]:
+    """(agreement.csv rows, agreement_nulls.csv rows) from observed (N x cells x metrics)
+    and each null's draws (N x cells x metrics x K; a null without draws is left out).
+
+    agreement.csv gives, per cell and metric, the null whose paired test is the less
+    significant (the larger p: a difference from chance must hold against both), and its
+    p Holm-corrected over every cell and metric of the checkpoint. agreement_nulls.csv
+    gives both nulls with the value's bootstrap interval, each null's raw p and its own
+    Holm correction."""
+    cells = agreement_cells(modules)
+    n = observed.shape[0]
+    value = observed.mean(axis=0)
+    low, high = bootstrap_interval(observed.reshape(n, -1), weights)
+    low, high = low.reshape(value.shape), high.reshape(value.shape)
+    stats = {}
+    for name, draws in nulls.items():
+        if draws is None or draws.shape[-1] == 0:
+            continue
+        mean, lo, hi = null_band(draws)
+        p = paired_p(observed - draws.mean(axis=-1))
+        stats[name] = (mean, lo, hi, np.asarray(p, dtype=np.float64))
+    names = list(stats)
+    p_all = np.stack([stats[k][3] for k in names])  # nulls x cells x metrics
+    chosen = np.argmax(p_all, axis=0)
+    p_cell = np.take_along_axis(p_all, chosen[None], axis=0)[0]
+    p_holm = holm(p_cell)
+    main, detail = [], []
+    for c, (module, reduction, method) in enumerate(cells):
+        for j, metric in enumerate(METRICS):
+            mean, lo, hi, _ = stats[names[chosen[c, j]]]
+            main.append({"checkpoint": checkpoint, "module": module, "reduction": reduction, "method": method,
+                         "metric": metric, "n_images": n, "value": _g(value[c, j]), "null_mean": _g(mean[c, j]),
+                         "null_low": _g(lo[c, j]), "null_high": _g(hi[c, j]), "p_holm": _g(p_holm[c, j])})
+    for name in names:
+        mean, lo, hi, p = stats[name]
+        corrected = holm(p)
+        for c, (module, reduction, method) in enumerate(cells):
+            for j, metric in enumerate(METRICS):
+                detail.append({"checkpoint": checkpoint, "module": module, "reduction": reduction, "method": method,
+                               "metric": metric, "n_images": n, "value": _g(value[c, j]),
+                               "value_low": _g(low[c, j]), "value_high": _g(high[c, j]), "null": name,
+                               "null_mean": _g(mean[c, j]), "null_low": _g(lo[c, j]), "null_high": _g(hi[c, j]),
+                               "p": _g(p[c, j]), "p_holm": _g(corrected[c, j])})
+    return main, detail
+
+
+def faithfulness_rows(checkpoint: str, orders: list[str], auc: np.ndarray, weights: np.ndarray) -> list[dict]:
+    """faithfulness.csv rows for one fill from auc (N x orders x 2: deletion, insertion)."""
+    n = auc.shape[0]
+    mean = auc.mean(axis=0)
+    low, high = bootstrap_interval(auc.reshape(n, -1), weights)
+    low, high = low.reshape(mean.shape), high.reshape(mean.shape)
+    return [{"checkpoint": checkpoint, "order": order, "n_images": n,
+             "deletion_auc": _g(mean[o, 0]), "deletion_low": _g(low[o, 0]), "deletion_high": _g(high[o, 0]),
+             "insertion_auc": _g(mean[o, 1]), "insertion_low": _g(low[o, 1]), "insertion_high": _g(high[o, 1])}
+            for o, order in enumerate(orders)]
+
+
+def faithfulness_references(orders: list[str]) -> list[tuple[str, str]]:
+    """(order, reference) pairs that faithfulness_tests.csv compares: every order against
+    the pixel-noise order, and every map of one module (its mask reductions, Grad-CAM at
+    its output) against that module's smooth random order."""
+    pairs = [(o, "random_pixel") for o in orders if not o.startswith("random_")]
+    for o in orders:
+        module = o.split(":")[1] if o.startswith(("mask:", "grad_cam_module:")) else None
+        if module is not None and f"random_smooth:{module}" in orders:
+            pairs.append((o, f"random_smooth:{module}"))
+    return pairs
+
+
+def faithfulness_test_rows(checkpoint: str, fills: list[str], orders: list[str], auc: np.ndarray,
+                           weights: np.ndarray) -> list[dict]:
+    """Paired differences of AUC (order minus reference) per fill and curve with bootstrap
+    intervals and t-test p-values, Holm-corrected over all rows. auc: N x fills x orders x 2."""
+    n = auc.shape[0]
+    pairs = faithfulness_references(orders)
+    rows, diffs = [], []
+    for f, fill in enumerate(fills):
+        for order, reference in pairs:
+            for k, curve in enumerate(("deletion", "insertion")):
+                d = auc[:, f, orders.index(order), k] - auc[:, f, orders.index(reference), k]
+                diffs.append(d)
+                rows.append({"checkpoint": checkpoint, "fill": fill, "order": order, "reference": reference,
+                             "curve": curve, "n_images": n})
+    if not rows:
+        return []
+    d = np.stack(diffs, axis=1)
+    low, high = bootstrap_interval(d, weights)
+    p = holm(np.atleast_1d(paired_p(d)))
+    for i, row in enumerate(rows):
+        row.update({"difference": _g(d[:, i].mean()), "low": _g(low[i]), "high": _g(high[i]), "p_holm": _g(p[i])})
+    return rows
+
+
+def sanity_rows(checkpoint: str, steps: list[str], modules: list[str], values: np.ndarray) -> list[dict]:
+    """sanity.csv rows from values (N x steps x modules x reductions x 2: spearman, ssim)."""
+    mean = values.mean(axis=0)
+    return [{"checkpoint": checkpoint, "randomised_through": through, "module": m, "reduction": r,
+             "spearman_to_original": _g(mean[s, i, j, 0]), "ssim_to_original": _g(mean[s, i, j, 1])}
+            for s, through in enumerate(steps) for i, m in enumerate(modules) for j, r in enumerate(ANALYSIS_REDUCTIONS)]
+
+
+def sanity_agreement_rows(checkpoint: str, steps: list[str], modules: list[str], values: np.ndarray,
+                          trained: np.ndarray) -> list[dict]:
+    """How the agreement moves: values N x steps x modules x reductions x methods x metrics
+    (randomised masks vs the trained network's attributions), trained N x cells x metrics."""
+    mean, base = values.mean(axis=0), trained.mean(axis=0)
+    cells = agreement_cells(modules)
+    rows = []
+    for s, through in enumerate(steps):
+        for c, (m, r, a) in enumerate(cells):
+            i, j, k = modules.index(m), ANALYSIS_REDUCTIONS.index(r), REPORT_METHODS.index(a)
+            for q, metric in enumerate(METRICS):
+                rows.append({"checkpoint": checkpoint, "randomised_through": through, "module": m, "reduction": r,
+                             "method": a, "metric": metric, "n_images": values.shape[0],
+                             "value": _g(mean[s, i, j, k, q]), "trained_value": _g(base[c, q])})
+    return rows
+
+
+def reduction_rows(checkpoint: str, modules: list[str], kept: np.ndarray, border: np.ndarray,
+                   chance: dict, weights: np.ndarray) -> list[dict]:
+    """reductions.csv: kept, border N x modules x reductions. NaN shares (a mask constant
+    over space) are left out of that cell's mean and interval, and n_images says so."""
+    rows = []
+    for i, m in enumerate(modules):
+        for j, r in enumerate(ANALYSIS_REDUCTIONS):
+            k = kept[:, i, j]
+            ok = np.isfinite(k)
+            klo, khi = bootstrap_interval(k[ok], weights[:, ok]) if ok.any() else (math.nan, math.nan)
+            blo, bhi = bootstrap_interval(border[:, i, j], weights)
+            rows.append({"checkpoint": checkpoint, "module": m, "reduction": r, "n_images": int(ok.sum()),
+                         "variance_kept": _g(float(k[ok].mean()) if ok.any() else math.nan),
+                         "variance_kept_low": _g(klo), "variance_kept_high": _g(khi),
+                         "peak_on_border": _g(float(border[:, i, j].mean())), "peak_on_border_low": _g(blo),
+                         "peak_on_border_high": _g(bhi), "border_chance": _g(chance[m])})
+    return rows
+
+
+def causal_rows(checkpoint: str, modules: list[str], effects: np.ndarray, weights: np.ndarray) -> list[dict]:
+    """causal.csv from effects N x modules x replacements x 3 (logit change, probability
+    change, prediction changed); p of the logit change (t-test), Holm over the rows."""
+    n = effects.shape[0]
+    mean = effects.mean(axis=0)
+    low, high = bootstrap_interval(effects.reshape(n, -1), weights)
+    low, high = low.reshape(mean.shape), high.reshape(mean.shape)
+    p = holm(np.asarray(paired_p(effects[..., 0]), dtype=np.float64))
+    rows = []
+    for i, m in enumerate(modules):
+        for j, replacement in enumerate(REPLACEMENTS):
+            row = {"checkpoint": checkpoint, "module": m, "replacement": replacement, "n_images": n}
+            for q, name in enumerate(("logit_change", "probability_change", "prediction_changed")):
+                row.update({name: _g(mean[i, j, q]), f"{name}_low": _g(low[i, j, q]),
+                            f"{name}_high": _g(high[i, j, q])})
+            row["p_holm"] = _g(p[i, j])
+            rows.append(row)
+    return rows
+
+
+__all__ = ["FILLS", "ImageRecord", "REPLACEMENTS", "StudySettings", "agreement_cells", "agreement_rows",
+           "agreement_values", "analyse_image", "attribution_keys", "bootstrap_weights", "cascade_models",
+           "causal_effects", "causal_rows", "faithfulness_rows", "faithfulness_test_rows", "mask_sums", "masked_modules",
+           "mean_masks", "order_names", "reduction_rows", "sanity_agreement_rows", "sanity_rows", "shuffle_offsets",
+           "NULLS", "RANDOM"]
