@@ -4,21 +4,27 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8501
 
-.PHONY: run test bench reliability clean-venv
+.PHONY: run test bench reliability mutants clean-venv
 
 run: .stamp-runtime
 	$(BIN)/streamlit run app.py --server.port $(PORT)
 
 test: .stamp-dev
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: .stamp-runtime
 	$(BIN)/python -m resattn.bench
 
-# Run the tests that record rows of the reliability table, then publish the table.
+# Run the tests that record rows of the reliability table, then publish the table, but only a
+# complete one: every such test passed and recorded its rows, and no case of the published
+# table went missing (tests/conftest.py, --reliability-publish).
 reliability: .stamp-dev
-	$(BIN)/python -m pytest -m reliability -q
-	cp test-artifacts/reliability.md docs/reliability.md
+	$(BIN)/python -m pytest -m reliability -q --reliability-publish docs/reliability.md
+
+# Apply named realistic mistakes to a copy of the repository and check that the tests catch
+# each one; writes the table of docs/testing.md (scripts/mutants.py). On demand, not in CI.
+mutants: .stamp-dev
+	nice -n 19 $(BIN)/python scripts/mutants.py --write docs/testing.md
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

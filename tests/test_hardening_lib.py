@@ -18,7 +18,7 @@ from PIL import Image
 import resattn
 from resattn import CheckpointError, ImageError, ResattnError
 
-from conftest import TINY_CLASSES, build_tiny, count_hooks, toy_card
+from conftest import TINY_CLASSES, build_tiny, count_hooks, run_in_threads, toy_card
 
 # Pillow warns (UserWarning) about the corrupt files these tests feed it; that is expected.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -262,38 +262,54 @@ def test_trace_refuses_what_is_not_an_image_batch(bad):
     assert count_hooks(model) == 0
 
 
+ZOO = [("mixed", "arl"), ("channel", "arl"), ("spatial", "arl"), ("mixed", "nal"), ("none", "arl")]
+
+
+def same_trace(a, b) -> bool:
+    """Equal tensor for tensor (not close): names, logits and every record's input, T, M, H."""
+    def equal(x, y):
+        return (x is None and y is None) or (x is not None and y is not None and torch.equal(x, y))
+
+    return a.names == b.names and torch.equal(a.logits, b.logits) and all(
+        equal(r.input, q.input) and equal(r.trunk, q.trunk) and equal(r.mask, q.mask) and equal(r.output, q.output)
+        for r, q in zip(a.modules, b.modules))
+
+
 def test_traces_and_plain_passes_from_many_threads_at_once():
-    """Tracing threads on two models and plain forward passes on the same models, all at
-    once: every trace equals its serial twin and no hook survives."""
-    models = [build_tiny(seed=1), build_tiny(attention="spatial", residual="nal", seed=2)]
-    inputs = [torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(6)]
-    serial = {(m, i): resattn.trace(models[m], inputs[i]) for m in range(2) for i in range(6)}
-    failures: list[str] = []
+    """Every network of the zoo (mixed, channel, spatial ARL, mixed NAL, no attention), each
+    traced from several threads while other threads run plain forward passes on the same
+    models: every trace and every plain pass equals its serial twin tensor for tensor, no
+    worker raises (an exception in any thread fails the test) and no hook survives."""
+    models = [build_tiny(attention=a, residual=r, seed=1 + i) for i, (a, r) in enumerate(ZOO)]
+    inputs = [torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    serial = {(m, i): resattn.trace(models[m], inputs[i]) for m in range(len(models)) for i in range(len(inputs))}
+    with torch.inference_mode():
+        serial_plain = [model(inputs[-1]) for model in models]
+    assert not same_trace(serial[(0, 0)], serial[(0, 1)]) and not same_trace(serial[(0, 0)], serial[(1, 0)])
     stop = threading.Event()
 
-    def tracer(m, i):
-        for _ in range(3):
-            tr = resattn.trace(models[m], inputs[i])
-            ref = serial[(m, i)]
-            same = tr.names == ref.names and torch.equal(tr.logits, ref.logits) and all(
-                torch.equal(a.mask, b.mask) and torch.equal(a.output, b.output) and torch.equal(a.input, b.input)
-                for a, b in zip(tr.modules, ref.modules))
-            if not same:
-                failures.append(f"model {m} input {i}")
+    def tracer(m: int, i: int) -> list[str]:
+        return [f"{ZOO[m]} input {i}" for _ in range(2) if not same_trace(resattn.trace(models[m], inputs[i]),
+                                                                         serial[(m, i)])]
 
-    def plain(m):
+    def plain(m: int) -> list[str]:
+        wrong = []
         with torch.inference_mode():
             while not stop.is_set():
-                models[m](inputs[5])
+                if not torch.equal(models[m](inputs[-1]), serial_plain[m]):
+                    wrong.append(f"plain pass on {ZOO[m]}")
+        return wrong
 
-    workers = [threading.Thread(target=tracer, args=(m, i)) for m in range(2) for i in range(5)]
-    noise = [threading.Thread(target=plain, args=(m,)) for m in range(2)]
-    for t in noise + workers:
-        t.start()
-    for t in workers:
-        t.join(timeout=300)
-    stop.set()
-    for t in noise:
-        t.join(timeout=60)
-    assert not failures, failures
+    noise_results: list = []
+    noise = threading.Thread(target=lambda: noise_results.append(
+        run_in_threads(plain, [(m,) for m in range(len(models))], start_together=False)))
+    noise.start()
+    try:
+        traced = run_in_threads(tracer, [(m, i) for m in range(len(models)) for i in range(len(inputs) - 1)])
+    finally:
+        stop.set()
+        noise.join(timeout=120)
+    assert not noise.is_alive() and len(noise_results) == 1, "a plain-pass worker raised or hung (see above)"
+    wrong = [w for ws in traced + noise_results[0] for w in ws]
+    assert not wrong, wrong
     assert all(count_hooks(m) == 0 for m in models)

@@ -257,6 +257,46 @@ def test_meta_counting_matches_a_real_forward():
     assert meta == real and meta[1] > 0
 
 
+# Exact parameter and multiply-accumulate counts of our own builds: (model, input size, width,
+# classes, attention) -> (parameters, MACs). Any change to the architecture moves one of them;
+# change a number only on purpose, together with the README's table. The comparison with the
+# paper, which rounds and differs slightly, is separate (below) and keeps its tolerance.
+EXACT_COUNTS = {
+    ("attention56", 224, 1.0, 1000, "mixed"): (31_810_728, 6_270_836_736),
+    ("attention92", 224, 1.0, 1000, "mixed"): (52_466_344, 10_533_789_696),
+    ("attention128", 224, 1.0, 1000, "mixed"): (65_294_504, 14_899_101_696),
+    ("attention164", 224, 1.0, 1000, "mixed"): (78_122_664, 19_264_413_696),
+    ("attention56_cifar", 32, 1.0, 10, "mixed"): (1_081_818, 120_736_256),
+    ("attention92_cifar", 32, 1.0, 10, "mixed"): (1_825_690, 207_735_296),
+    # The shipped zoo's build: width 0.25, the 10 Imagenette classes, evaluated at 128 px.
+    ("attention56", 128, 0.25, 10, "mixed"): (1_880_634, 135_164_928),
+    ("attention56", 128, 0.25, 10, "none"): (1_440_698, 99_554_304),
+}
+
+
+@pytest.mark.parametrize("name,size,width,classes,attention", list(EXACT_COUNTS))
+def test_exact_parameter_and_mac_counts_of_our_builds(name, size, width, classes, attention):
+    with torch.device("meta"):
+        model = resattn.create_model(name, width=width, num_classes=classes, attention=attention).eval()
+        x = torch.zeros(1, 3, size, size)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    counted = (sum(p.numel() for p in model.parameters()), counter.get_total_flops() // 2)
+    assert counted == EXACT_COUNTS[(name, size, width, classes, attention)]
+
+
+def test_the_readme_states_the_exact_counts():
+    """The README rounds the exact counts above (31.81 M / 6.27 G, 52.47 M / 10.53 G, CIFAR 1.08 M / 1.83 M)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for name, label in (("attention56", "Attention-56"), ("attention92", "Attention-92")):
+        params, macs = EXACT_COUNTS[(name, 224, 1.0, 1000, "mixed")]
+        assert f"| {label} | {params / 1e6:.2f} M |" in readme and f"| {macs / 1e9:.2f} G |" in readme
+    for name in ("attention56_cifar", "attention92_cifar"):
+        assert f"{name} {EXACT_COUNTS[(name, 32, 1.0, 10, 'mixed')][0] / 1e6:.2f} M" in readme
+
+
 def test_attention56_params_and_macs_match_the_paper(capsys):
     params, macs = count_params_and_macs("attention56")
     with capsys.disabled():
