@@ -165,8 +165,8 @@ def load_split(data: str | os.PathLike | None, split: str, *, size: int = 128, l
     return load_pack(str(data) if data else None, split, limit)
 
 
-def normalise() -> v2.Transform:
-    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+def normalise(mean=IMAGENET_MEAN, std=IMAGENET_STD) -> v2.Transform:
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
 
 
 def train_transform(size: int, min_scale: float = 0.35) -> v2.Transform:
@@ -175,9 +175,10 @@ def train_transform(size: int, min_scale: float = 0.35) -> v2.Transform:
                        v2.RandomHorizontalFlip(), normalise()])
 
 
-def eval_transform(size: int) -> v2.Transform:
-    """The whole image resized to size x size (the pack's photos are already square)."""
-    return v2.Compose([v2.Resize((size, size), antialias=True), normalise()])
+def eval_transform(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> v2.Transform:
+    """The whole image resized to size x size (the pack's photos are already square) and
+    normalised with `mean`/`std` (a checkpoint's card says which)."""
+    return v2.Compose([v2.Resize((size, size), antialias=True), normalise(mean, std)])
 
 
 def preprocess(image: Image.Image, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:

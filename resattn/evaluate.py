@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         images = load_split(args.data, args.split)
         if images.classes != card["classes"]:
             raise ResattnError("The data's classes differ from the checkpoint's; evaluate on the data it was trained on.")
-        loader = DataLoader(TensorImageDataset(images, eval_transform(size)), batch_size=args.batch_size)
+        transform = eval_transform(size, card["mean"], card["std"])  # the card's normalisation, as the app's
+        loader = DataLoader(TensorImageDataset(images, transform), batch_size=args.batch_size)
         result = evaluate_model(model, loader, len(card["classes"]), device, progress=True,
                                 per_image=bool(args.predictions))
     except ResattnError as exc:
