@@ -1,12 +1,15 @@
 """Masks across a dataset: every image of a set through the checkpoint, the mean mask per
 class and module, how concentrated each mask is, and the images whose masks are the most
-and the least concentrated; for all images or only the correctly / wrongly classified ones.
-Computed on request (a button), cached on disk by resattn.analysis.dataset."""
+and the least concentrated; for all images or only the correctly / wrongly classified ones;
+and, class by class, the misclassified images with their masks. Computed on request (a button), cached on disk by resattn.analysis.dataset."""
 import numpy as np
 import pandas as pd
 import streamlit as st
+import torch
 
+from resattn import figures
 from resattn import figures_analysis as fa
+from resattn.analysis import reduce as reduce_maps
 from resattn.analysis.dataset import SELECTIONS
 from resattn.data import PACK_NAME, pack_available
 from resattn.errors import ResattnError
@@ -156,6 +159,33 @@ st.subheader(f"Images whose mask at {module} is the most and the least concentra
 gallery(stats.ranked(module, THUMBNAILS, most=True, which=which), "Most concentrated")
 gallery(stats.ranked(module, THUMBNAILS, most=False, which=which), "Least concentrated")
 st.caption("Caption: concentration · true class → predicted class. Images are read from the source at run time.")
+
+# ----------------------------------------------------------------------------- misclassified, per class
+if known.any():
+    st.subheader(f"Misclassified images of each class, with their mask at {module}")
+    wrong_of = {c: np.flatnonzero(stats.wrong & (stats.labels == i)) for i, c in enumerate(stats.classes)}
+    total_of = {c: int((stats.labels == i).sum()) for i, c in enumerate(stats.classes)}
+    with_errors = [c for c, idx in wrong_of.items() if len(idx)]
+    if not with_errors:
+        st.info("Every image whose class is known is classified correctly: there is nothing to show here.")
+    else:
+        shown_class = st.selectbox("True class", with_errors, key="_wrong_class",
+                                   format_func=lambda c: f"{c}: {len(wrong_of[c])} of {total_of[c]} misclassified")
+        chosen_wrong = wrong_of[shown_class][:THUMBNAILS]
+        side = int(images.images.shape[1])
+        masks_at = reduce_maps.to_image_size(torch.from_numpy(stats.maps[chosen_wrong, m]), side).numpy()
+        signed = card.get("attention") == "channel"
+        lo, hi = figures.value_range(masks_at, symmetric=signed)
+        cols = st.columns(THUMBNAILS)
+        for col, i, z in zip(cols, chosen_wrong, masks_at):
+            col.image(figures.blend(images.images[int(i)].numpy(), z, zmin=lo, zmax=hi, opacity=0.55,
+                               colorscale=figures.FEATURE_SCALE if signed else figures.MASK_SCALE), width="stretch",
+                      caption=f"→ {stats.classes[stats.predictions[i]]} ({stats.probabilities[i]:.0%})")
+        st.caption(f"The first {len(chosen_wrong)} of the {len(wrong_of[shown_class])} misclassified "
+                   f"{shown_class} images (in the set's order), each with its mask at {module} (mean over "
+                   f"channels, from {stats.maps.shape[-1]} × {stats.maps.shape[-1]} resized to the image), one colour "
+                   f"scale from {lo:.3g} (dark) to {hi:.3g} (bright); caption: predicted class (probability). "
+                   "Images are read from the source at run time.")
 
 per_image = pd.DataFrame({
     "name": stats.names,

@@ -1,16 +1,19 @@
 """Module explorer: one attention module's input, trunk T, mask M and output H side by side,
-the mask over the image, its histogram and individual channels."""
+the mask over the image, its histogram, individual channels, and the paper's Figure 1 live
+(the mask channels with the most energy, each above the trunk feature it scales)."""
 import numpy as np
 import streamlit as st
+import torch
 
 from resattn import figures
-from resattn.analysis.reduce import REDUCE_LABELS as REDUCTIONS, REDUCE_MODES
+from resattn.analysis.reduce import REDUCE_LABELS as REDUCTIONS, REDUCE_MODES, channel_energy
 from ui import cache, export, state
 from ui.cards import describe
 
 SCALES = {"map": "per map", "stage": "per stage", "global": "global"}
 TENSOR_NAMES = {"mask": "mask M", "trunk": "trunk T", "output": "output H", "input": "input X"}
 GRID_CHANNELS = 16
+FIGURE1_CHANNELS = 4  # "the few" channels of the paper's Figure 1
 KEYS_SCRIPT = """
 <script>
 (function () {
@@ -177,6 +180,39 @@ st.caption(f"{TENSOR_NAMES[which].capitalize()} in the {len(indices)} channels w
            f"(mean of M² over the positions){'' if has_mask else ' (no mask here: the trunk’s energy)'}, the same "
            f"channels for every tensor; one shared colour scale{'; shrunk to 32 × 32 for display' if shrunk else ''}.")
 
+# ----------------------------------------------------------------------------- the paper's Figure 1, live
+figure1 = {}
+st.subheader("The strongest mask channels and the features they scale")
+if not has_mask:
+    st.caption("This checkpoint has no soft masks, so there are no mask channels to compare.")
+else:
+    top = cache.ranked_channels(key, image, name)[:FIGURE1_CHANNELS]
+    st.markdown(f"The paper's Figure 1, live: the {len(top)} channels of {name}'s mask with the most energy on this "
+                "photo (mean of M² over the positions), each over the image, above the trunk feature T it scales "
+                "and the result H.")
+    masks_at_size = [cache.reduced(key, image, name, "mask", "channel", c, size=size) for c in top]
+    m_lo, m_hi = figures.value_range(*masks_at_size)
+    energies = channel_energy(torch.from_numpy(module.mask)).tolist()
+    columns = st.columns(len(top))
+    for column, c, z in zip(columns, top, masks_at_size):
+        energy = energies[c]
+        column.image(figures.blend(trace.image, z, zmin=m_lo, zmax=m_hi, opacity=0.65), width="stretch",
+                     caption=f"mask channel {c} · energy {energy:.3f}")
+    st.caption(f"Mask channels resized to {size} × {size} over the image, one colour scale from {m_lo:.3f} "
+               f"(dark) to {m_hi:.3f} (bright) in {figures.MASK_SCALE.lower()}.")
+    pair = np.stack([module.trunk[top], module.output[top]])
+    f_lo, f_hi = figures.value_range(pair, symmetric=True)
+    labels = [f"ch {c}" for c in top]
+    for which, title in (("trunk", "Trunk T of these channels: what each mask scales"),
+                         ("output", f"Output H = {'(1 + M)·T' if card.get('residual') == 'arl' else 'M·T'}")):
+        maps = getattr(module, which)[top]
+        figure1[which] = figures.channel_grid_figure(maps, labels, zmin=f_lo, zmax=f_hi,
+                                                     colorscale=figures.FEATURE_SCALE, cols=len(top), title=title,
+                                                     colorbar_title=which[0].upper(), value_name=which[0].upper(),
+                                                     tile_px=150)
+        st.plotly_chart(figure1[which], theme=None, key=f"figure1_{which}")
+    st.caption("T and H share one colour scale, so what the mask amplifies shows as stronger colour in H.")
+
 
 def module_arrays() -> dict[str, np.ndarray]:
     out = {f"{name}/{w}": module.tensor(w) for w in ("input", "trunk", "mask", "output")
@@ -188,6 +224,7 @@ def module_arrays() -> dict[str, np.ndarray]:
     return out
 
 
-export.downloads({"maps": panels_fig, "overlay": overlay_fig, "histogram": hist_fig, "channels": grid_fig},
+export.downloads({"maps": panels_fig, "overlay": overlay_fig, "histogram": hist_fig, "channels": grid_fig,
+                  **{f"figure1_{which}": fig for which, fig in figure1.items()}},
                  f"{app.entry.name}_{name}", arrays=module_arrays,
                  settings_json=app.settings_json(page="explorer"), key="explorer_export")

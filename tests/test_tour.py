@@ -241,3 +241,49 @@ def test_top_channels_and_combinations():
     assert torch.equal(out["M·T"], resattn.model.AttentionResidual("nal")(trunk, mask))
     with pytest.raises(ResattnError):
         teaching.combinations(trunk, mask[:2])
+
+
+# ----------------------------------------------------------------------------- Figure 1 and the misclassified gallery
+
+def test_the_explorer_shows_the_strongest_mask_channels_with_their_features(zoo_env):
+    import skimage.data
+    from PIL import Image
+
+    from resattn.data import preprocess
+
+    at = start("pages/explorer.py", {"module": "stage2.1", "ckpt": "attention56_mixed_arl", "img": "sample:coffee"})
+    assert_clean(at)
+    model, card = resattn.load_checkpoint(zoo_env / "attention56_mixed_arl")
+    x = preprocess(Image.fromarray(skimage.data.coffee()), card["input_size"], card["mean"], card["std"])
+    expected = teaching.top_mask_channels(resattn.trace(model, x)["stage2.1"].mask[0], 4)
+
+    def grid(title: str) -> dict:
+        found = [c for c in charts(at) if (c["layout"].get("title") or {}).get("text", "").startswith(title)]
+        assert len(found) == 1, title
+        return found[0]
+
+    for title in ("Trunk T of these", "Output H = (1 + M)·T"):
+        assert [a["text"] for a in grid(title)["layout"]["annotations"]] == [f"ch {c}" for c in expected]
+
+
+def test_the_dataset_page_shows_misclassified_images_per_class(zoo_env, tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    monkeypatch.setenv("RESATTN_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "val"
+    rng = np.random.default_rng(0)
+    for cls in CLASSES:
+        (folder / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(folder / cls / f"{i}.png")
+    at = start("pages/dataset.py", {"source": "folder", "folder": str(folder), "limit": "16",
+                                    "ckpt": "attention56_mixed_arl"})
+    at.button(key="ds_compute").click().run()
+    assert_clean(at)
+    picker = at.selectbox(key="_wrong_class")
+    # The random-weight toy gets most of these noise images wrong; each option counts them.
+    assert picker.options and all("misclassified" in o for o in picker.options)
+    wrong_in_first = int(picker.options[0].split(": ")[1].split(" of ")[0])
+    caption = next(c.value for c in at.caption if c.value.startswith("The first "))
+    assert caption.startswith(f"The first {min(wrong_in_first, 8)} of the {wrong_in_first} misclassified")
