@@ -1,12 +1,17 @@
 """Switch a mask off: run the image again with one module's soft mask replaced (0, 1, a
-constant, its spatial mean, another image's mask, or a randomly initialised mask branch)
-and see what changes: the top-5 predictions and the masks of the later modules."""
+constant, its spatial mean, another image's mask, or a mask branch with random weights)
+and see what changes: the top-5 predictions and the masks of the later modules. The change
+is shown beside a reference (the changes other images' masks cause), and, when the
+checkpoint has a dataset report, beside the causal test and the sanity check over many
+images."""
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 from resattn import analysis
 from resattn import figures_analysis as fa
 from resattn.analysis.reduce import REDUCE_LABELS as REDUCTIONS, REDUCE_MODES
+from resattn.analysis.significance import band_side, causal_verdict
 from resattn.errors import ResattnError
 from ui import analysis_cache as analysed
 from ui import cache, samples, state
@@ -18,8 +23,9 @@ MODE_HELP = {
     "spatial_mean": "Each channel of M replaced by its mean over the positions: keeps *which* features, "
                     "removes *where*.",
     "from_image": "M taken from the same module on another image.",
-    "randomise": "The module's mask branch re-initialised with a seed, as in a freshly built network "
-                 "(Adebayo et al.'s model randomisation check, applied to one branch).",
+    "randomise": "The convolution weights of the module's mask branch replaced by seeded random ones, each filter "
+                 "keeping its trained norm; BatchNorm and its statistics kept, so the branch works at its trained "
+                 "scale (Adebayo et al.'s model randomisation check, applied to one branch).",
 }
 
 app = state.current()
@@ -109,6 +115,24 @@ else:
                + (f"; with M = 1, H = 2T here (measured max |H − 2T| = {ident['max_abs_H_minus_2T']:.3g})."
                   if mode == "one" and residual == "arl" else "."))
 
+# A reference for the size of the change: the same module's mask taken from other images.
+predicted = int(np.argmax(result.probs_before))
+others = [(f"sample:{n}", samples.load(f"sample:{n}")) for n in samples.SKIMAGE_SAMPLES]
+others = [(i, img, sha) for i, (img, sha) in others if sha != app.sha]
+other_keys = tuple(cache.trace_key(app.entry, app.device, sha, app.input_size()) for _, _, sha in others)
+try:
+    swaps = analysed.mask_swap_changes(key, image, name, predicted, other_keys, tuple(img for _, img, _ in others))
+except ResattnError as exc:
+    swaps = []
+    st.warning(f"The reference could not be computed: {exc}")
+change = float(result.probs_after[predicted] - result.probs_before[predicted])
+if swaps:
+    low, high = min(swaps), max(swaps)
+    where = {1: "larger than", -1: "a larger drop than", 0: "within"}[band_side(change, low, high)]
+    st.markdown(f"The probability of **{result.classes[predicted]}** changes by **{change:+.1%}**: {where} the range of "
+                f"changes that the masks of {len(swaps)} other sample images cause at {name} ({low:+.1%} to "
+                f"{high:+.1%}).")
+
 left, right = st.columns([1.2, 1], gap="large")
 with left:
     top5_fig = fa.top5_change_figure(result.rows, title="Top-5 classes before and after")
@@ -136,6 +160,38 @@ with st.expander("The numbers"):
     st.dataframe(changes, hide_index=True, width="stretch")
 
 
+# ----------------------------------------------------------------------------- over the dataset
+st.subheader("Over many images (dataset report)")
+causal = analysed.report_rows(app.entry.name, "causal.csv")
+causal_table = pd.DataFrame()
+if causal is None:
+    st.info(analysed.report_note(app.entry.name))
+else:
+    chosen = [r for r in causal if r["module"] == name]
+    causal_table = pd.DataFrame([{"replacement": r["replacement"], "images": int(r["n_images"]),
+                                  "logit change": float(r["logit_change"]),
+                                  "95 % CI": f"{float(r['logit_change_low']):+.3f} to {float(r['logit_change_high']):+.3f}",
+                                  "prediction changed": float(r["prediction_changed"]),
+                                  "p (Holm)": float(r["p_holm"])} for r in chosen])
+    st.dataframe(causal_table, hide_index=True, width="stretch", key="report_causal",
+                 column_config={"logit change": st.column_config.NumberColumn(format="%+.3f"),
+                                "prediction changed": st.column_config.NumberColumn(format="percent"),
+                                "p (Holm)": st.column_config.NumberColumn(format="%.3g")})
+    st.markdown("\n".join(f"- {causal_verdict(r)}" for r in chosen))
+    sanity = analysed.report_rows(app.entry.name, "sanity.csv") or []
+    rows = [r for r in sanity if r["module"] == name]
+    if rows:
+        st.markdown("**Sanity check** (Adebayo et al., 2018): the mask branches' weights randomised from the top "
+                    "stage down, BatchNorm kept; how much of the trained mask survives (1 = unchanged).")
+        st.dataframe(pd.DataFrame([{"randomised through": r["randomised_through"], "reduction": r["reduction"],
+                                    "Spearman to trained": float(r["spearman_to_original"]),
+                                    "SSIM to trained": float(r["ssim_to_original"])} for r in rows]),
+                     hide_index=True, width="stretch", key="report_sanity")
+    st.caption("From causal.csv and sanity.csv of `python -m resattn.report`: the explained class is each image's "
+               "prediction; means over images with bootstrap intervals; p from a t-test of the logit change, "
+               "Holm-corrected over the modules and replacements.")
+
+
 def arrays() -> dict:
     out = {"probs_before": result.probs_before, "probs_after": result.probs_after}
     for module_name in result.maps_before:
@@ -146,7 +202,8 @@ def arrays() -> dict:
 
 analysed.downloads({"top5": top5_fig, "mask_change": change_fig, "maps": maps_fig},
                    f"intervention_{app.entry.name}_{name}_{mode}",
-                   tables={"top5": table, "mask_change": changes}, arrays=arrays, key="intervention_export",
+                   tables={"top5": table, "mask_change": changes, "dataset_causal": causal_table}, arrays=arrays,
+                   key="intervention_export",
                    settings_json=app.settings_json(page="interventions", analysis=analysed.page_settings(),
                                                    identity=ident))
 st.caption(f"{app.entry.name} ({describe(card)}) on {app.image_label}, on {app.device}.")

@@ -25,8 +25,8 @@ from .figures import (FEATURE_SCALE, FONT_SIZE, MASK_SCALE, ColorAxis, CompareCo
                       _image_axes, _layout, _title_annotation, compare_figure, image_uri, value_range)
 
 # One colour per map kind on the faithfulness chart (and its table), the same on every page.
-MAP_COLORS = {"mask": "#7b3294", "ig": "#1b9e77", "gradcam": "#d95f02", "occlusion": "#e7298a",
-              "random": "#7f7f7f"}
+MAP_COLORS = {"mask": "#7b3294", "abs_ig": "#66a61e", "ig": "#1b9e77", "gradcam": "#d95f02", "occlusion": "#e7298a",
+              "random": "#7f7f7f", "random_smooth": "#bcbd22"}
 BEFORE_COLOR, AFTER_COLOR = "#9aa5b1", "#d62728"
 
 
@@ -182,14 +182,14 @@ def curves_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]
                   labels: Mapping[str, str] | None = None, height: int = 460, font_size: int = FONT_SIZE,
                   y_title: str = "probability of the target class") -> go.Figure:
     """Deletion (left) and insertion (right) curves, one line per map, the same colour in
-    both panels; curves: name -> (fractions, deletion, insertion). The random order is
-    dashed grey: the reference a useful map must beat."""
+    both panels; curves: name -> (fractions, deletion, insertion). Random orders ("random",
+    "random_smooth") are dashed: the references a useful map must beat."""
     labels = labels or {}
     data = []
     for i, (name, (fractions, deletion, insertion)) in enumerate(curves.items()):
         colour = _color(name, i)
         label = labels.get(name, name)
-        line = {"color": colour, "width": 2.5, "dash": "dash" if name == "random" else "solid"}
+        line = {"color": colour, "width": 2.5, "dash": "dash" if name.startswith("random") else "solid"}
         for axis, values, curve in (("", deletion, "deletion"), ("2", insertion, "insertion")):
             data.append({"type": "scatter", "mode": "lines", "name": label, "legendgroup": name,
                          "showlegend": axis == "", "x": np.asarray(fractions, dtype=np.float64),

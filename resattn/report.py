@@ -325,12 +325,15 @@ def run(args: argparse.Namespace) -> dict:
             return normalise_batch(images.images[i:i + 1], size, mean, std).contiguous(memory_format=torch.channels_last)
 
         # 1. Per image (sharded).
+        from .model.fuse import optimise_for_inference
+
         cascade = study.cascade_models(model, settings.seed)
+        curves_model = optimise_for_inference(model)
         records, sums = [], {}
         for i in tqdm(shard, desc="report: images", unit="image", disable=comm.rank != 0):
             x = batch(int(i))
             record = study.analyse_image(model, x, int(i), int(images.labels[i]), settings, cascade=cascade,
-                                         keep_extras=not args.no_figures)
+                                         keep_extras=not args.no_figures, curves_model=curves_model)
             for name, total in study.mask_sums(model, x).items():
                 sums[name] = sums[name] + total if name in sums else total
             if not args.no_figures:

@@ -25,7 +25,7 @@ from test_app import CLASSES, assert_clean, chart, charts, navigation_v2, save_t
 PAGES = ["pages/attribution.py", "pages/interventions.py", "pages/faithfulness.py", "pages/dataset.py"]
 TITLES = ["Masks vs attributions", "Switch a mask off", "Deletion & insertion", "Masks across a dataset"]
 MODELS = [("mixed", "arl"), ("mixed", "nal"), ("channel", "arl"), ("none", "arl")]
-FAST = {"igsteps": "4", "steps": "8"}
+FAST = {"igsteps": "4", "steps": "8", "nulls": "3"}
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,20 @@ def env_cache() -> str:
 def env(analysis_zoo, monkeypatch, tmp_path) -> Path:
     monkeypatch.setenv("RESATTN_CHECKPOINTS", str(analysis_zoo))
     monkeypatch.setenv("RESATTN_CACHE", str(tmp_path / "cache"))  # the dataset statistics' disk cache
+    monkeypatch.setenv("RESATTN_REPORTS", str(tmp_path / "reports"))  # none, unless a test writes one
     return analysis_zoo
+
+
+@pytest.fixture(scope="module")
+def toy_report(analysis_zoo, image_folder, tmp_path_factory) -> Path:
+    """A dataset report of the mixed ARL toy on the generated images (tiny settings)."""
+    from resattn.report import main
+
+    reports = tmp_path_factory.mktemp("reports")
+    assert main(["--checkpoint", str(analysis_zoo / "attention56_mixed_arl"), "--images", str(image_folder),
+                 "--out", str(reports / "attention56_mixed_arl"), "--steps", "2", "--ig-steps", "2", "--draws", "8",
+                 "--bootstrap", "50", "--no-figures", "--threads", "1", "--device", "cpu"]) == 0
+    return reports
 
 
 def heatmaps(spec: dict) -> list[dict]:
@@ -130,19 +143,23 @@ def test_attribution_maps_are_the_library_maps_with_honest_colour_bars(env):
     at = start("pages/attribution.py", {**FAST, "module": "stage2.1"})
     assert_clean(at)
     maps = heatmaps(chart(at, "attribution_maps"))
-    assert len(maps) == 4  # the mask + IG, Grad-CAM, Occlusion
+    assert len(maps) == 5  # the mask + |IG|, IG, Grad-CAM, Occlusion
     model, card, x = model_and_input(env, "attention56_mixed_arl")
     target = int(model(x).argmax())
     ig = analysis.integrated_gradients(model, x, target, n_steps=4).map.numpy()
-    np.testing.assert_allclose(custom(maps[1]), ig, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(values(maps[1]), ig, rtol=1e-4, atol=1e-6)  # not normalised by default
+    np.testing.assert_allclose(custom(maps[2]), ig, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(values(maps[2]), ig, rtol=1e-4, atol=1e-6)  # not normalised by default
+    np.testing.assert_allclose(custom(maps[1]), np.abs(ig), rtol=1e-4, atol=1e-6)  # |IG|, labelled as such
+    assert "|IG|" in maps[1]["colorbar"]["title"]["text"] and "signed" in maps[2]["colorbar"]["title"]["text"]
     # signed IG: diverging, centred and symmetric about 0, covering every value
-    assert maps[1]["zmid"] == 0 and maps[1]["zmin"] == pytest.approx(-maps[1]["zmax"])
-    assert maps[1]["zmax"] == pytest.approx(np.abs(ig).max(), rel=1e-5)
-    # the mixed mask is in (0, 1): its own data range, sequential
+    assert maps[2]["zmid"] == 0 and maps[2]["zmin"] == pytest.approx(-maps[2]["zmax"])
+    assert maps[2]["zmax"] == pytest.approx(np.abs(ig).max(), rel=1e-5)
+    # the mean of the mixed mask is in (0, 1): its own data range, sequential
     mask = values(maps[0])
     assert "zmid" not in maps[0] and maps[0]["zmin"] == pytest.approx(mask.min(), rel=1e-5)
     assert 0 < mask.min() < mask.max() < 1 and mask.shape == (64, 64)
+    expected = analysis.to_image_size(analysis.mask_map(resattn.trace(model, x)["stage2.1"].mask[0]), 64)
+    np.testing.assert_allclose(mask, expected.numpy(), rtol=1e-4, atol=1e-6)
 
 
 def test_normalising_changes_the_colours_but_not_the_hovered_values(env):
@@ -159,35 +176,85 @@ def test_normalising_changes_the_colours_but_not_the_hovered_values(env):
     assert at.query_params["normalise"] == "1"
 
 
-def test_attribution_widgets_change_the_output(env):
+def test_every_agreement_number_has_its_null_band_and_a_computed_verdict(env):
     at = start("pages/attribution.py", FAST)
+    assert_clean(at)
     first = table(at)
-    assert list(first["method"]) == ["Integrated Gradients", "Grad-CAM", "Occlusion"]
-    assert first["Spearman ρ"].between(-1, 1).all() and first["IoU of top 20 %"].between(0, 1).all()
+    assert list(first.columns) == ["method", "metric", "value", "chance (null mean)", "null 2.5 %", "null 97.5 %",
+                                   "p (uncorrected)"]
+    assert list(first["method"].unique()) == ["|Integrated Gradients|", "Integrated Gradients (signed)", "Grad-CAM",
+                                              "Occlusion"]
+    assert (first["null 2.5 %"] <= first["chance (null mean)"]).all()
+    assert (first["chance (null mean)"] <= first["null 97.5 %"]).all()
+    assert first["p (uncorrected)"].between(0, 1).all()
+    # The page's numbers are the library's, and each sentence says where its value lies.
+    model, card, x = model_and_input(env, "attention56_mixed_arl")
+    target = int(model(x).argmax())
+    mask, gradient = analysis.mask_gradients(model, x, target)["stage3.1"]
+    native = analysis.weighted_map(mask, analysis.channel_weights(mask, "mean")).numpy()
+    cam = analysis.grad_cam(model, x, target).map.numpy()
+    from resattn.analysis.nulls import image_agreement
+
+    expected = {r["metric"]: r for r in image_agreement(native, {"gradcam": cam})}
+    shown = first[first["method"] == "Grad-CAM"].set_index("metric")
+    assert shown.loc["Spearman ρ", "value"] == pytest.approx(expected["spearman"]["value"], abs=1e-6)
+    assert shown.loc["top-20 % IoU", "null 97.5 %"] == pytest.approx(expected["iou"]["null_high"], abs=1e-6)
+    sentences = " ".join(m.value for m in at.markdown)
+    for r in expected.values():
+        where = "above" if r["value"] > r["null_high"] else "below" if r["value"] < r["null_low"] else "inside"
+        assert f"with Grad-CAM: {r['value']:.3f}, {where} the 95 % band" in sentences
+    # Widgets: the region size, the methods, the layer, the reduction, the class.
     at.slider(key="topk").set_value(45).run()
-    assert "IoU of top 45 %" in table(at).columns
-    assert not np.allclose(table(at)["IoU of top 45 %"], first["IoU of top 20 %"])
+    assert "top-45 % IoU" in set(table(at)["metric"])
     at.multiselect(key="methods").set_value(["gradcam"]).run()
     assert len(heatmaps(chart(at, "attribution_maps"))) == 2
     assert at.query_params["methods"] == "gradcam"
     cam = custom(heatmaps(chart(at, "attribution_maps"))[1])
     at.selectbox(key="camlayer").set_value("stage1.1").run()
     assert not np.array_equal(custom(heatmaps(chart(at, "attribution_maps"))[1]), cam)
+    mean_mask = custom(heatmaps(chart(at, "attribution_maps"))[0])
+    at.selectbox(key="areduce").set_value("class_weighted").run()
+    assert_clean(at)
+    assert not np.array_equal(custom(heatmaps(chart(at, "attribution_maps"))[0]), mean_mask)
+    assert at.query_params["areduce"] == "class_weighted"
     target_before = at.subheader[0].value
     at.selectbox(key="target").set_value("3").run()
     assert_clean(at)
     assert CLASSES[3] in at.subheader[0].value and at.subheader[0].value != target_before
 
 
+def test_the_dataset_report_shows_nulls_corrected_p_and_verdicts(env, toy_report, monkeypatch):
+    at = start("pages/attribution.py", FAST)
+    assert any("No dataset report" in i.value and "python -m resattn.report" in i.value for i in at.info)
+    monkeypatch.setenv("RESATTN_REPORTS", str(toy_report))
+    at = start("pages/attribution.py", {**FAST, "module": "stage2.1", "areduce": "top_channels"})
+    assert_clean(at)
+    shown = at.dataframe[1].value
+    assert list(shown.columns) == ["method", "metric", "images", "value", "chance (null mean)", "null 2.5 %",
+                                   "null 97.5 %", "p (Holm)"]
+    import csv
+
+    with open(toy_report / "attention56_mixed_arl" / "agreement.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["module"] == "stage2.1" and r["reduction"] == "top_channels"]
+    assert len(shown) == len(rows) == 15
+    assert list(shown["value"]) == pytest.approx([float(r["value"]) for r in rows])
+    assert list(shown["p (Holm)"]) == pytest.approx([float(r["p_holm"]) for r in rows])
+    text = " ".join(m.value for m in at.markdown)
+    assert "Of the 135 tests of this checkpoint" in text
+    assert text.count("Not distinguishable from chance") + text.count("Above chance") + text.count(
+        "Below chance") == 15
+
+
 def test_attribution_settings_travel_in_the_link(env):
     at = start("pages/attribution.py", {**FAST, "methods": "occlusion,ig", "topk": "35", "normalise": "1",
-                                        "target": "2", "camlayer": "no_such_layer"})
+                                        "target": "2", "camlayer": "no_such_layer", "areduce": "top_channels"})
     assert_clean(at)
     assert at.multiselect(key="methods").value == ["occlusion", "ig"]
     assert at.slider(key="topk").value == 35
     assert at.toggle(key="normalise").value is True
     assert at.selectbox(key="target").value == "2"
     assert at.selectbox(key="camlayer").value == "stage3.1"  # unknown layer: the default
+    assert at.selectbox(key="areduce").value == "top_channels"
     # a visit to another page keeps them
     at.switch_page("pages/overview.py").run()
     at.switch_page("pages/attribution.py").run()
@@ -197,7 +264,7 @@ def test_attribution_settings_travel_in_the_link(env):
 def test_attribution_without_masks_shows_attributions_only(env):
     at = start("pages/attribution.py", {**FAST, "ckpt": "attention56_none_arl"})
     assert_clean(at)
-    assert len(heatmaps(chart(at, "attribution_maps"))) == 3
+    assert len(heatmaps(chart(at, "attribution_maps"))) == 4
     assert any("no soft masks" in i.value for i in at.info)
 
 
@@ -269,6 +336,26 @@ def test_every_intervention_mode_and_its_options_change_the_output(env):
     assert not at.error
 
 
+def test_an_intervention_is_shown_beside_other_images_masks_and_the_dataset_test(env, toy_report, monkeypatch):
+    at = start("pages/interventions.py", {"module": "stage2.1", "iv": "one"})
+    assert_clean(at)
+    reference = [m.value for m in at.markdown if "other sample images" in m.value]
+    assert reference and "masks of 5 other sample images cause at stage2.1" in reference[0]
+    assert any("No dataset report" in i.value for i in at.info)
+    monkeypatch.setenv("RESATTN_REPORTS", str(toy_report))
+    at = start("pages/interventions.py", {"module": "stage2.1", "iv": "randomise"})
+    assert_clean(at)
+    causal = table(at, 2)
+    assert list(causal["replacement"]) == ["dataset_mean", "one", "other_image"]
+    text = " ".join(m.value for m in at.markdown)
+    assert text.count("Replacing stage2.1's mask by") == 3
+    sanity = table(at, 3)
+    assert list(sanity["randomised through"].unique()) == ["stage3", "stage2", "stage1"]
+    # stage2.1 lies below the randomised stage 3: its mean mask is the trained one.
+    below = sanity[(sanity["randomised through"] == "stage3") & (sanity["reduction"] == "mean")]
+    assert float(below["Spearman to trained"].iloc[0]) == 1.0
+
+
 # ----------------------------------------------------------------------------- faithfulness
 
 def test_faithfulness_curves_for_mask_methods_and_random(env):
@@ -276,23 +363,36 @@ def test_faithfulness_curves_for_mask_methods_and_random(env):
     assert_clean(at)
     curves = chart(at, "curves")["data"]
     names = [d["name"] for d in curves if d["showlegend"]]
-    assert names == ["mask M of stage3.1", "Integrated Gradients", "Grad-CAM", "Occlusion", "random order"]
+    assert names == ["mask M of stage3.1 (mean over channels)", "|Integrated Gradients|",
+                     "Integrated Gradients (signed)", "Grad-CAM", "Occlusion", "random order (pixel noise) (seed 0)",
+                     "random smooth order (like the mask) (seed 0)"]
     assert all(len(array(d["x"])) == 9 for d in curves)  # 8 steps + the start
     auc = table(at)
-    assert list(auc["map"]) == names
+    assert list(auc["map"]) == names[:5] + ["random order (pixel noise): mean of 3",
+                                            "random smooth order (like the mask): mean of 3"]
     deletion = [d for d in curves if d["xaxis"] == "x"]
     starts = {round(float(array(d["y"])[0]), 6) for d in deletion}
     assert len(starts) == 1  # every deletion curve starts at the image's own probability
+    # Every AUC has a band of random orders, and a sentence says where it lies.
+    bands = table(at, 1)
+    assert list(bands["reference"].unique()) == ["random order (pixel noise)", "random smooth order (like the mask)"]
+    assert (bands["2.5 %"] <= bands["97.5 %"]).all()
+    sentences = [m.value for m in at.markdown if "lies" in m.value][0]
+    assert sentences.count("deletion AUC") == 5 and sentences.count("insertion AUC") == 5
+    assert "random smooth orders (like the mask)" in sentences.split("\n")[0]  # the mask against smooth orders
     at.slider(key="steps").set_value(16).run()
     assert all(len(array(d["x"])) == 17 for d in chart(at, "curves")["data"])
     end_blur = array(chart(at, "curves")["data"][0]["y"])[-1]
     at.radio(key="baseline").set_value("zeros").run()
     assert array(chart(at, "curves")["data"][0]["y"])[-1] != end_blur
+    at.radio(key="baseline").set_value("impute").run()
+    assert_clean(at)
     at.multiselect(key="methods").set_value(["occlusion"]).run()
     assert_clean(at)
     assert [d["name"] for d in chart(at, "curves")["data"] if d["showlegend"]] == [
-        "mask M of stage3.1", "Occlusion", "random order"]
-    assert at.query_params["baseline"] == "zeros" and at.query_params["steps"] == "16"
+        "mask M of stage3.1 (mean over channels)", "Occlusion", "random order (pixel noise) (seed 0)",
+        "random smooth order (like the mask) (seed 0)"]
+    assert at.query_params["baseline"] == "impute" and at.query_params["steps"] == "16"
 
 
 def test_faithfulness_auc_is_the_library_auc(env):
@@ -304,8 +404,23 @@ def test_faithfulness_auc_is_the_library_auc(env):
     auc = table(at).set_index("map")
     assert auc.loc["Grad-CAM", "deletion AUC (lower is better)"] == pytest.approx(curves["gradcam"].deletion_auc,
                                                                                    rel=1e-4)
-    assert auc.loc["random order", "insertion AUC (higher is better)"] == pytest.approx(
-        curves["random"].insertion_auc, rel=1e-4)
+    pixel = [analysis.faithfulness(model, x, {}, target, steps=8, seed=seed)["random"].insertion_auc
+             for seed in range(3)]
+    assert auc.loc["random order (pixel noise): mean of 3", "insertion AUC (higher is better)"] == pytest.approx(
+        np.mean(pixel), rel=1e-4)
+
+
+def test_faithfulness_shows_the_dataset_tests(env, toy_report, monkeypatch):
+    monkeypatch.setenv("RESATTN_REPORTS", str(toy_report))
+    at = start("pages/faithfulness.py", {**FAST, "baseline": "impute"})
+    assert_clean(at)
+    shown = table(at, 2)
+    assert set(shown["order"]) == {"mask:stage3.1:mean", "abs_ig", "ig", "grad_cam", "occlusion", "random_pixel",
+                                   "random_smooth:stage3.1"}
+    text = " ".join(m.value for m in at.markdown)
+    assert "mask:stage3.1:mean" in text and "random_smooth:stage3.1" in text and "Holm-corrected p" in text
+    at.radio(key="baseline").set_value("zeros").run()
+    assert any("blurred and the imputed fills" in i.value for i in at.info)
 
 
 # ----------------------------------------------------------------------------- dataset

@@ -10,7 +10,13 @@ or image never reuses a result):
 - interventions: one entry per (trace key, module, mode, value / other image / seed,
   reduction): probabilities and one reduced map per module before and after (a few KB).
 - faithfulness curves: one entry per (trace key, map, target, steps, baseline), so that
-  switching a method on or off never recomputes the others.
+  switching a method on or off never recomputes the others; random orders one entry per
+  seed.
+- report masks: the report's reductions (mean, class-weighted, top channels) of one
+  module's mask for one class, at the module's resolution (`report_mask`).
+- dataset reports: the CSV files `python -m resattn.report` wrote for a checkpoint, found
+  in $RESATTN_REPORTS/<checkpoint> or docs/reports/<checkpoint> (`report_rows`), read
+  again when a file changes.
 - dataset images: `st.cache_resource(max_entries=DATASET_ENTRIES)` (shared, not copied:
   500 images at 128 px are 25 MB), keyed on the source, limit, size, classes and the
   files' sizes and mtimes. Mask statistics are cached on disk by the library
@@ -54,7 +60,8 @@ MAP_SIZE = 16  # the side of the dataset page's mean mask maps (the library's de
 # name -> (type, default); list settings travel as comma-separated text, booleans as 1 / 0.
 ANALYSIS_SETTINGS: dict[str, tuple[type, Any]] = {
     "target": (str, "pred"),  # "pred" or a class index
-    "methods": (list, ["ig", "gradcam", "occlusion"]),
+    "methods": (list, ["abs_ig", "ig", "gradcam", "occlusion"]),
+    "areduce": (str, "mean"),  # the report's reductions (analysis.ANALYSIS_REDUCTIONS)
     "camlayer": (str, ""),  # Grad-CAM layer; "" = resattn.analysis.default_gradcam_layer
     "igsteps": (int, 32),
     "topk": (int, 20),  # top-k % for IoU and the pointing game
@@ -66,6 +73,7 @@ ANALYSIS_SETTINGS: dict[str, tuple[type, Any]] = {
     "later": (str, ""),
     "steps": (int, 32),
     "baseline": (str, "blur"),
+    "nulls": (int, 10),  # random orders of each kind on the faithfulness page
     "source": (str, "pack"),
     "folder": (str, ""),
     "limit": (int, 100),
@@ -221,7 +229,11 @@ class AttributionMap:
 def attribution(key: tuple, image, method: str, target: int, *, layer: str | None = None,
                 ig_steps: int = 32) -> AttributionMap:
     """One attribution of the class `target` (cached). Only the chosen method's options go
-    into the cache key, so changing IG's steps never recomputes Grad-CAM."""
+    into the cache key, so changing IG's steps never recomputes Grad-CAM. |IG| is the
+    absolute value of the cached signed IG map (one IG computation for both)."""
+    if method == "abs_ig":
+        signed = attribution(key, image, "ig", target, ig_steps=ig_steps)
+        return AttributionMap("abs_ig", np.abs(signed.map), signed.target, dict(signed.params), signed.seconds)
     options = {"ig": (("n_steps", int(ig_steps)),), "gradcam": (("layer", layer),), "occlusion": ()}
     if method not in options:
         raise ResattnError(
@@ -290,13 +302,29 @@ def intervention(key: tuple, _image, module: str, mode: str, value: float = 0.5,
                             reduced(before), reduced(after), identity)
 
 
+@st.cache_data(max_entries=ANALYSIS_ENTRIES, ttl=cache.TRACE_TTL_S, show_spinner=False)
+def mask_swap_changes(key: tuple, _image, module: str, target: int, other_keys: tuple, _others: tuple) -> list[float]:
+    """The reference for one image's intervention: the change of the class `target`'s
+    probability when `module`'s mask is replaced by the mask of each other image (one per
+    entry of `other_keys`, whose images are `_others`)."""
+    model, _, x = model_input(key, _image)
+    changes = []
+    for other_key, other_image in zip(other_keys, _others):
+        other = cache.trace_arrays(other_key, other_image).module(module).mask
+        result = analysis.intervene(model, x, module, "from_image", mask=torch.from_numpy(other))
+        changes.append(float(result.probabilities_after[0, int(target)] - result.probabilities_before[0, int(target)]))
+    return changes
+
+
 # --------------------------------------------------------------------------- faithfulness
 
 def faithfulness_curve(key: tuple, image, spec: tuple, target: int, *, steps: int = 32,
                        baseline: str = "blur") -> FaithfulnessCurve:
     """The deletion and insertion curves of one map (cached per map). spec:
-    ("mask", module, reduce, channel, k) | ("attribution", method, options...) as for
-    `attribution` | ("random", seed)."""
+    ("mask", module, reduction) with a reduction of analysis.ANALYSIS_REDUCTIONS (for the
+    class `target`) | ("attribution", method, options...) as for `attribution` |
+    ("random", seed) pixel noise | ("random_smooth", module, seed): a random order as smooth
+    as the module's mean mask on this image."""
     return _faithfulness_curve(key, image, tuple(spec), int(target), int(steps), str(baseline))
 
 
@@ -309,9 +337,14 @@ def _faithfulness_curve(key: tuple, _image, spec: tuple, target: int, steps: int
         curves = analysis.faithfulness(model, x, {}, target, steps=steps, baseline=baseline, include_random=True,
                                        seed=int(spec[1]))
         return curves["random"]
-    if kind == "mask":
-        _, module, reduce, channel, k = spec
-        values = cache.reduced(key, _image, module, "mask", reduce, channel, k, size)
+    if kind == "random_smooth":
+        _, module, seed = spec
+        like = torch.from_numpy(report_mask(key, _image, module, "mean", target).map)
+        values = analysis.smooth_random_map(like, int(seed)).numpy()
+        name = f"random_smooth:{module}"
+    elif kind == "mask":
+        _, module, reduction = spec
+        values = report_mask(key, _image, module, reduction, target).map
         name = f"mask:{module}"
     elif kind == "attribution":
         _, method, options = spec[0], spec[1], dict(spec[2:])
@@ -323,6 +356,67 @@ def _faithfulness_curve(key: tuple, _image, spec: tuple, target: int, steps: int
     curves = analysis.faithfulness(model, x, {name: torch.from_numpy(values)}, target, steps=steps,
                                    baseline=baseline, include_random=False)
     return curves[name]
+
+
+# --------------------------------------------------------------------------- report reductions
+
+@dataclass
+class ReportMask:
+    map: np.ndarray  # h x w float32 at the module's resolution
+    variance_kept: float  # share of the mask's spatial variance this reduction keeps
+
+
+@st.cache_data(max_entries=ANALYSIS_ENTRIES, ttl=cache.TRACE_TTL_S, show_spinner=False)
+def _report_mask(key: tuple, _image, module: str, reduction: str, target: int) -> ReportMask:
+    model, _, x = model_input(key, _image)
+    mask, gradient = analysis.mask_gradients(model, x, int(target))[module]
+    weights = analysis.channel_weights(mask, reduction, gradient=gradient)
+    return ReportMask(analysis.weighted_map(mask, weights).numpy().astype(np.float32),
+                      float(analysis.variance_kept(mask, weights)))
+
+
+def report_mask(key: tuple, image, module: str, reduction: str, target: int) -> ReportMask:
+    """The report's reduction `reduction` of `module`'s mask (the class-weighted one for
+    the class `target`; the others do not depend on it), cached."""
+    if reduction not in analysis.ANALYSIS_REDUCTIONS:
+        raise ResattnError(f"Unknown reduction {reduction!r}: choose one of "
+                           f"{', '.join(analysis.ANALYSIS_REDUCTIONS)}.")
+    return _report_mask(key, image, module, reduction, int(target) if reduction == "class_weighted" else -1)
+
+
+# --------------------------------------------------------------------------- dataset reports
+
+def reports_folder() -> Path:
+    """Where the pages look for `python -m resattn.report` outputs: $RESATTN_REPORTS, else
+    docs/reports beside app.py (one sub-folder per checkpoint name)."""
+    import os
+
+    env = os.environ.get("RESATTN_REPORTS")
+    return Path(env).expanduser() if env else Path(__file__).resolve().parents[1] / "docs" / "reports"
+
+
+def report_rows(checkpoint: str, name: str) -> list[dict] | None:
+    """The rows of one report file (e.g. "agreement.csv") of a checkpoint, or None when
+    there is no such report."""
+    path = reports_folder() / checkpoint / name
+    if not path.is_file():
+        return None
+    return _report_rows(str(path), _stamp(path))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _report_rows(path: str, stamp: tuple) -> list[dict]:
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def report_note(checkpoint: str) -> str:
+    """What the pages say when a checkpoint has no dataset report."""
+    return (f"No dataset report for **{checkpoint}** in {reports_folder() / checkpoint}. The tests over many images "
+            f"(nulls, corrected p-values, intervals) come from `python -m resattn.report --checkpoint "
+            f"checkpoints/{checkpoint} --images pack --limit 500 --no-figures --out {reports_folder() / checkpoint}`.")
 
 
 # --------------------------------------------------------------------------- dataset

@@ -16,8 +16,9 @@ dataclasses; figures are drawn elsewhere.
     study          the dataset study of `python -m resattn.report` (per image, then tables)
 """
 from .agreement import Agreement, agreement, pointing_game, spearman, top_region, topk_iou
-from .attribution import (METHOD_LABELS, METHODS, Attribution, attribute, attribute_all, default_gradcam_layer,
-                          grad_cam, integrated_gradients, occlusion)
+from .attribution import (METHOD_LABELS, METHODS, REPORT_METHOD_LABELS, REPORT_METHODS, Attribution, attribute,
+                          attribute_all, default_gradcam_layer, grad_cam, integrated_gradients, mask_gradients,
+                          occlusion)
 from .faithfulness import FaithfulnessCurve, faithfulness, random_map, smooth_random_map
 from .interventions import (INTERVENTION_LABELS, INTERVENTIONS, InterventionResult, cascade_steps, intervene,
                             randomise_mask_branches, replaced_mask)
@@ -37,7 +38,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
-    "ANALYSIS_REDUCTIONS", "cascade_steps", "channel_weights", "randomise_mask_branches", "smooth_random_map",
+    "ANALYSIS_REDUCTIONS", "REPORT_METHODS", "REPORT_METHOD_LABELS", "mask_gradients", "cascade_steps", "channel_weights", "randomise_mask_branches", "smooth_random_map",
     "variance_kept", "weighted_map",
     "Agreement", "Attribution", "FaithfulnessCurve", "INTERVENTIONS", "INTERVENTION_LABELS", "InterventionResult",
     "METHODS", "METHOD_LABELS", "MaskStatistics", "REDUCE_MODES", "agreement", "attribute", "attribute_all",

@@ -148,3 +148,60 @@ def difference_verdict(name: str, reference: str, quantity: str, difference: flo
         return f"{name} is not distinguishable from {reference}: {numbers}."
     good = (difference < 0) == (better == "lower")
     return f"{name} is {'better' if good else 'worse'} than {reference}: {numbers}."
+
+
+def band_side(value: float, low: float, high: float) -> int:
+    """+1 above a band, -1 below it, 0 inside."""
+    return 1 if value > high else -1 if value < low else 0
+
+
+def image_agreement_verdict(row: dict, method_label: str) -> str:
+    """One sentence for one image's agreement value against its smooth null band (a row
+    of `nulls.image_agreement`). One image proves nothing about the network: the sentence
+    says where the value lies, not what the masks are."""
+    from .agreement import METRIC_LABELS
+
+    where = {1: "above", -1: "below", 0: "inside"}[band_side(row["value"], row["null_low"], row["null_high"])]
+    return (f"{METRIC_LABELS.get(row['metric'], row['metric'])} with {method_label}: {row['value']:.3f}, {where} the "
+            f"95 % band of {row['draws']} smooth random maps like this mask ({row['null_low']:.3f} to "
+            f"{row['null_high']:.3f}; uncorrected p = {format_p(row['p'])}).")
+
+
+def agreement_summary(rows: list[dict], alpha: float = ALPHA) -> str:
+    """One sentence over all agreement.csv rows of a checkpoint: how many cells are above
+    chance, below it, or not distinguishable, by the corrected test and the null band."""
+    if not rows:
+        return "This report has no agreement rows (the network has no soft masks)."
+    sides = [side(float(r["value"]), float(r["null_low"]), float(r["null_high"]), float(r["p_holm"]), alpha)
+             for r in rows]
+    n_images = int(float(rows[0]["n_images"]))
+    return (f"Of the {len(rows)} tests of this checkpoint (module × reduction × method × metric, {n_images} images), "
+            f"{sides.count(1)} are above chance, {sides.count(-1)} below chance and {sides.count(0)} not "
+            f"distinguishable from chance (Holm-corrected p < {alpha:g} and the value outside the null's 95 % band).")
+
+
+def band_verdict(name: str, quantity: str, value: float, low: float, high: float, *, better: str,
+                 reference: str) -> str:
+    """Where one image's AUC lies against the band of random orders. `better`: "lower"
+    (deletion) or "higher" (insertion)."""
+    where = band_side(value, low, high)
+    if where == 0:
+        return (f"{name}: {quantity} {value:.3f} lies inside the band of {reference} ({low:.3f} to {high:.3f}): "
+                "no better than random on this image.")
+    good = (where < 0) == (better == "lower")
+    return (f"{name}: {quantity} {value:.3f} lies {'below' if where < 0 else 'above'} the band of {reference} "
+            f"({low:.3f} to {high:.3f}): {'better' if good else 'worse'} than random on this image.")
+
+
+def causal_verdict(row: dict, alpha: float = ALPHA) -> str:
+    """One sentence for a row of causal.csv (a module's mask replaced over the whole set)."""
+    what = {"dataset_mean": "its mean over the images", "one": "1 everywhere",
+            "other_image": "another image's mask"}.get(row["replacement"], row["replacement"])
+    change, low, high = (float(row[k]) for k in ("logit_change", "logit_change_low", "logit_change_high"))
+    p = float(row["p_holm"])
+    numbers = (f"the explained class's logit changes by {change:+.3f} (95 % CI {low:+.3f} to {high:+.3f}) over "
+               f"{int(float(row['n_images']))} images and the prediction changes for "
+               f"{100 * float(row['prediction_changed']):.1f} % of them; Holm-corrected p = {format_p(p)}")
+    if p < alpha and (low > 0 or high < 0):
+        return f"Replacing {row['module']}'s mask by {what} changes the logit: {numbers}."
+    return f"Replacing {row['module']}'s mask by {what} makes no change distinguishable from 0: {numbers}."

@@ -144,8 +144,12 @@ def cascade_models(model: nn.Module, seed: int) -> list[tuple[str, nn.Module]]:
 
 
 def analyse_image(model: nn.Module, image: torch.Tensor, index: int, label: int, settings: StudySettings, *,
-                  cascade: list[tuple[str, nn.Module]] = (), keep_extras: bool = False) -> ImageRecord:
-    """Everything per image (see the module doc) for one normalised image 1 x 3 x H x W."""
+                  cascade: list[tuple[str, nn.Module]] = (), keep_extras: bool = False,
+                  curves_model: nn.Module | None = None) -> ImageRecord:
+    """Everything per image (see the module doc) for one normalised image 1 x 3 x H x W.
+    `curves_model` (default `model`) runs the deletion / insertion passes: the report
+    passes `model.fuse.optimise_for_inference(model)`, the same function with BatchNorm
+    folded away (equal up to float rounding), ~15 % faster on the thousand-odd passes."""
     device = next(model.parameters()).device
     image = image.to(device)
     size = tuple(image.shape[-2:])
@@ -177,7 +181,7 @@ def analyse_image(model: nn.Module, image: torch.Tensor, index: int, label: int,
             orders[f"random_smooth:{record.name}"] = torch.rand(tuple(record.trunk.shape[-2:]), generator=generator)
     auc, curves_for_figure = {}, {}
     for fill in settings.fills:
-        curves = faithfulness(model, image, orders, target, steps=settings.steps, batch_size=settings.batch_size,
+        curves = faithfulness(curves_model or model, image, orders, target, steps=settings.steps, batch_size=settings.batch_size,
                               baseline=fill, include_random=False, seed=image_seed(settings, index, "faithfulness"))
         for name, curve in curves.items():
             auc[(fill, name)] = (curve.deletion_auc, curve.insertion_auc)
