@@ -26,9 +26,12 @@ st.latex(r"T(x) = \text{trunk}(x) \qquad M(x) = f\big(\,s(x)\,\big) \qquad "
 
 st.header("2 · Combining them: (1 + M)·T, not M·T")
 st.markdown("Naively multiplying, **H = M·T** (naive attention learning, NAL), can only shrink features, since "
-            "M ≤ 1. Stack many modules and the features fade away, and with them the gradient. The paper's "
-            "**attention residual learning** (ARL) adds the trunk back, like a residual connection: the mask "
-            "can only amplify, and M = 0 leaves the features as they were.")
+            "|M| ≤ 1 (and channel attention, whose M can be negative, can also flip their sign). Stack many modules "
+            "and the features fade away, and with them the gradient. The paper's **attention residual learning** "
+            "(ARL) adds the trunk back, like a residual connection, and M = 0 leaves the features as they were. "
+            "With a sigmoid mask (mixed and spatial attention, M in (0, 1)) the factor 1 + M lies between 1 and 2: "
+            "the mask can only keep or amplify. Channel attention's M lies in [−1, 1], so 1 + M lies between 0 "
+            "and 2: it can also attenuate a feature, down to 0, but never flip its sign.")
 st.latex(r"H_{\text{NAL}}(x) = M(x)\cdot T(x) \qquad\qquad H_{\text{ARL}}(x) = \big(1 + M(x)\big)\cdot T(x)")
 
 st.header("3 · Three activations, three kinds of attention")

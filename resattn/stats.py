@@ -119,8 +119,10 @@ def mean_magnitude(tensor) -> float:
 def magnitude_profile(records: Sequence) -> list[dict]:
     """For each module record (anything with .name, .stage, .input, .trunk, .output, or a
     dict with those keys): mean |input|, mean |T|, mean |H| and the combination's gain
-    mean|H| / mean|T|. Under ARL, H = (1+M)T with M >= 0 can only keep or grow T
-    (gain in [1, 2]); under NAL, H = M T with M in [0, 1] can only shrink it (gain <= 1)."""
+    mean|H| / mean|T|. Under ARL, H = (1+M)T with a sigmoid mask (M in (0, 1): mixed,
+    spatial) can only keep or grow T (gain in [1, 2]); channel attention's M in [-1, 1]
+    puts 1 + M in [0, 2], so it can also shrink T (gain in [0, 2]). Under NAL, H = M T
+    with |M| <= 1 can only shrink it (gain <= 1; a negative M also flips the sign)."""
     rows = []
     for rec in records:
         get = rec.get if isinstance(rec, dict) else (lambda key, rec=rec: getattr(rec, key))
