@@ -21,7 +21,8 @@ By default the script starts its own server (`streamlit run app.py` with the fla
 deployment: headless, no file watcher) and stops it at the end; `--streamlit-arg` passes
 more flags (the levers of docs/deploy.md, e.g. `--streamlit-arg=--runner.postScriptGC=false`).
 `--url` measures a server that is already running (e.g. the reverse proxy of docs/deploy.md;
-give `--pid` for each server process whose memory to sample). On a machine with several
+give `--pid` for each server process whose memory to sample, and `--warm-url` for each
+replica's own address, so that every replica has loaded its models before the rounds). On a machine with several
 cores, `--server-cpus` and `--browser-cpus` pin the server and the browsers to different
 cores (taskset / sched_setaffinity), so that the browsers' rendering is not billed to the
 server. Nothing is downloaded; the images are generated here.
@@ -275,10 +276,11 @@ async def main_async(args) -> list[Round]:
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             with tempfile.TemporaryDirectory() as folder:
-                # One warm-up student: the models load once per process, not per class.
-                warm = await run_round(browser, url, 1, Path(folder), 10_000, pids, args.timeout)
-                print(f"warm-up: visit {fmt(warm.visit_p50_s)} s, new image {fmt(warm.image_p50_s)} s"
-                      + (f", errors: {warm.errors}" if warm.errors else ""), file=sys.stderr)
+                # One warm-up student per server: the models load once per process, not per class.
+                for i, target in enumerate(args.warm_url or [url]):
+                    warm = await run_round(browser, target, 1, Path(folder), 10_000 + i, pids, args.timeout)
+                    print(f"warm-up {target}: visit {fmt(warm.visit_p50_s)} s, new image {fmt(warm.image_p50_s)} s"
+                          + (f", errors: {warm.errors}" if warm.errors else ""), file=sys.stderr)
                 seed = 0
                 for n in args.students:
                     r = await run_round(browser, url, n, Path(folder), seed, pids, args.timeout)
@@ -305,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--students", type=int, nargs="+", default=[1, 8, 16, 32], help="N per round")
     parser.add_argument("--url", help="measure this running server instead of starting one")
     parser.add_argument("--pid", type=int, action="append", help="a server process to sample memory of (with --url)")
+    parser.add_argument("--warm-url", action="append",
+                        help="warm up this server (each replica behind a proxy) before the rounds; default: --url")
     parser.add_argument("--streamlit-arg", action="append", help="an extra flag for the server it starts")
     parser.add_argument("--server-cpus", help="taskset CPU list for the server it starts, e.g. 0")
     parser.add_argument("--browser-cpus", help="CPU list for the browsers, e.g. 1")
