@@ -198,3 +198,18 @@ def test_the_cli_refuses_data_with_other_classes(tmp_path, monkeypatch, capsys):
     code = main(["oracle", "--data", str(tmp_path / "tree"), "--device", "cpu"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error:") and "classes" in err
+
+
+def test_preprocessing_by_hand():
+    """What every accuracy and every trace starts from: resattn.data.preprocess (the app, the
+    README) and the evaluation transform both give (v / 255 - mean) / std with the card's
+    mean and std, computed here by hand, and the same tensor for the same image."""
+    from resattn.data import eval_transform, preprocess
+
+    array = np.random.default_rng(7).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)  # already SIZE: no resize
+    by_hand = torch.from_numpy(((array / 255.0 - np.array(MEAN)) / np.array(STD)).transpose(2, 0, 1)).float()
+    x = preprocess(Image.fromarray(array), SIZE, MEAN, STD)
+    assert x.shape == (1, 3, SIZE, SIZE)
+    torch.testing.assert_close(x[0], by_hand, rtol=0, atol=1e-5)
+    y = eval_transform(SIZE, MEAN, STD)(torch.from_numpy(array).permute(2, 0, 1))
+    torch.testing.assert_close(y, x[0], rtol=0, atol=1e-6)
