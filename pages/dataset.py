@@ -1,7 +1,8 @@
 """Masks across a dataset: every image of a set through the checkpoint, the mean mask per
 class and module, how concentrated each mask is, and the images whose masks are the most
 and the least concentrated; for all images or only the correctly / wrongly classified ones;
-and, class by class, the misclassified images with their masks. Computed on request (a button), cached on disk by resattn.analysis.dataset."""
+and, class by class, the misclassified images with their masks. Computed on request (a
+button), cached on disk by resattn.analysis.dataset."""
 import numpy as np
 import pandas as pd
 import streamlit as st
