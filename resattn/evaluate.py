@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", help="checkpoint path (.safetensors, its .json card, or the stem)")
     parser.add_argument("--data", help="the pack (.npz) or an ImageFolder root with val/ (default: find the pack)")
     parser.add_argument("--split", default="val", choices=["train", "val"])
+    parser.add_argument("--limit", type=int, help="at most this many images per class (a quick look)")
     parser.add_argument("--size", type=int, help="input size (default: the card's eval size)")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--device", default="auto")
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         model, card = load_checkpoint(args.checkpoint, device=device)
         model = model.to(memory_format=torch.channels_last)
         size = args.size or int(card.get("eval_size", card.get("input_size", 224)))
-        images = load_split(args.data, args.split)
+        images = load_split(args.data, args.split, limit=args.limit)
         if images.classes != card["classes"]:
             raise ResattnError("The data's classes differ from the checkpoint's; evaluate on the data it was trained on.")
         transform = eval_transform(size, card["mean"], card["std"])  # the card's normalisation, as the app's
@@ -101,7 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w") as f:
             json.dump({"checkpoint": str(args.checkpoint), "split": args.split, "size": size, **result}, f, indent=2)
     if args.predictions:
-        write_predictions(args.predictions, rows)
+        try:
+            write_predictions(args.predictions, rows)
+        except OSError as exc:
+            print(f"error: Could not write {args.predictions} ({exc.strerror or exc}); choose another path.",
+                  file=sys.stderr)
+            return 1
     return 0
 
 

@@ -46,7 +46,9 @@ PROJECT = Path(__file__).resolve().parents[1]
 # The order of train options in the command a card records, so that equal runs read alike.
 TRAIN_OPTIONS = ("model", "attention", "residual", "width", "input_size", "eval_size", "epochs", "batch_size",
                  "lr", "weight_decay", "label_smoothing", "min_scale", "warmup", "ema", "precision", "eval_every",
-                 "seed")
+                 "seed", "data", "limit")
+# Options that also say which images the published predictions are computed on.
+EVALUATE_OPTIONS = ("data", "limit")
 PLAN_KEYS = {"name", "ship"}
 
 
@@ -56,6 +58,7 @@ class Run:
     options: dict
     ship: bool = False
     runs_dir: Path = field(default=PROJECT / "runs")
+    root: Path = PROJECT  # where checkpoints/ and docs/ are published
 
     @property
     def out(self) -> Path:
@@ -63,11 +66,11 @@ class Run:
 
     @property
     def card_dest(self) -> Path:
-        return PROJECT / ("checkpoints" if self.ship else "docs/cards") / f"{self.name}.json"
+        return self.root / ("checkpoints" if self.ship else "docs/cards") / f"{self.name}.json"
 
     @property
     def predictions(self) -> Path:
-        return PROJECT / "docs" / "predictions" / f"{self.name}.csv"
+        return self.root / "docs" / "predictions" / f"{self.name}.csv"
 
     def train_args(self) -> list[str]:
         args = []
@@ -88,7 +91,7 @@ class Run:
         return "in progress" if (self.out / "last.pt").is_file() else "waiting"
 
 
-def load_plan(path: str | Path, runs_dir: Path | None = None) -> list[Run]:
+def load_plan(path: str | Path, runs_dir: Path | None = None, root: Path = PROJECT) -> list[Run]:
     path = Path(path)
     try:
         text = path.read_text()
@@ -111,15 +114,16 @@ def load_plan(path: str | Path, runs_dir: Path | None = None) -> list[Run]:
             raise ResattnError(f"Run {merged['name']!r} has unknown keys {sorted(unknown)}; "
                                f"known: name, ship, {', '.join(TRAIN_OPTIONS)}.")
         options = {k: v for k, v in merged.items() if k not in PLAN_KEYS}
-        runs.append(Run(merged["name"], options, bool(merged.get("ship", False)), runs_dir or PROJECT / "runs"))
+        runs.append(Run(merged["name"], options, bool(merged.get("ship", False)), runs_dir or root / "runs", root))
     if not runs:
         raise ResattnError(f"{path} lists no runs; add [[run]] tables.")
     return runs
 
 
 class Sweep:
-    def __init__(self, runs: list[Run], python: str = sys.executable, extra: list[str] | None = None) -> None:
-        self.runs, self.python, self.extra = runs, python, extra or []
+    def __init__(self, runs: list[Run], python: str = sys.executable, extra: list[str] | None = None,
+                 root: Path = PROJECT) -> None:
+        self.runs, self.python, self.extra, self.root = runs, python, extra or [], root
         self.child: subprocess.Popen | None = None
         self.stopping = False
 
@@ -149,19 +153,24 @@ class Sweep:
     def publish(self, run: Run) -> None:
         stem = run.out / run.name
         run.predictions.parent.mkdir(parents=True, exist_ok=True)
-        rc = self.call(["resattn.evaluate", str(stem), "--predictions", str(run.predictions)], run.out / "evaluate.log")
+        same_images = [arg for key in EVALUATE_OPTIONS if key in run.options
+                       for arg in (f"--{key}", str(run.options[key]))]
+        rc = self.call(["resattn.evaluate", str(stem), "--predictions", str(run.predictions), *same_images],
+                       run.out / "evaluate.log")
         if rc != 0:
             raise ResattnError(f"Evaluating {stem} failed; see {run.out / 'evaluate.log'}.")
         if run.ship:
-            shutil.copy2(stem.with_name(stem.name + ".safetensors"), PROJECT / "checkpoints")
+            (self.root / "checkpoints").mkdir(parents=True, exist_ok=True)
+            shutil.copy2(stem.with_name(stem.name + ".safetensors"), self.root / "checkpoints")
         run.card_dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(stem.with_name(stem.name + ".json"), run.card_dest)
-        say(f"{run.name}: published {run.card_dest.relative_to(PROJECT)}")
+        say(f"{run.name}: published {run.card_dest}")
 
     def regenerate(self) -> None:
-        rc = self.call(["resattn.results", "--write"], PROJECT / "runs" / "results.log")
+        log = self.root / "runs" / "results.log"
+        rc = self.call(["resattn.results", "--write", "--root", str(self.root)], log)
         if rc != 0:  # the tables are a view of the cards; a failure must not stop the training
-            say("warning: regenerating docs/results.md failed; see runs/results.log")
+            say(f"warning: regenerating docs/results.md failed; see {log}")
 
     def run(self) -> int:
         for run in self.runs:
@@ -188,14 +197,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--status", action="store_true", help="print each run's state and exit")
     p.add_argument("--runs", type=Path, help="where runs train (default: runs/ in the project)")
     p.add_argument("--device", help="passed on to every training run (default: auto)")
+    p.add_argument("--root", type=Path, default=PROJECT, help=argparse.SUPPRESS)  # tests publish elsewhere
     args = p.parse_args(argv)
     try:
-        runs = load_plan(args.plan, args.runs.resolve() if args.runs else None)
+        runs = load_plan(args.plan, args.runs.resolve() if args.runs else None, args.root.resolve())
         if args.status:
             for run in runs:
                 print(f"{run.name:<40} {'ship' if run.ship else 'card':<5} {run.status()}")
             return 0
-        sweep = Sweep(runs, extra=["--device", args.device] if args.device else [])
+        sweep = Sweep(runs, extra=["--device", args.device] if args.device else [], root=args.root.resolve())
         signal.signal(signal.SIGTERM, sweep.stop)
         signal.signal(signal.SIGINT, sweep.stop)
         return sweep.run()

@@ -112,8 +112,9 @@ def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if device.type == "cpu":
-        # Share the cores between the processes instead of oversubscribing them.
+    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        # Share the cores between the processes instead of oversubscribing them (an explicit
+        # OMP_NUM_THREADS wins: e.g. 1 thread leaves a core to other work on a shared machine).
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     return rank, world, device
 

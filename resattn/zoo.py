@@ -1,8 +1,9 @@
-"""`python -m resattn.zoo [FOLDER] [--per-class] [CARD.json ...]`: the checkpoint zoo as a markdown
+"""`python -m resattn.zoo [FOLDER] [--per-class | --verify] [CARD.json ...]`: the checkpoint zoo as a markdown
 table (model, attention, residual, params, MACs at the card's input size, val top-1, train
 time), read from the cards; `--per-class` gives val top-1 per class instead, one column per
 checkpoint (extra cards, e.g. of a re-trained seed, may be named after the folder).
-`checkpoints/README.md` and the tables of docs/results.md are generated with it."""
+`--verify` re-evaluates every checkpoint and checks its card's val top-1 (within 0.5 point).
+`checkpoints/README.md` is generated with it."""
 from __future__ import annotations
 
 import argparse
@@ -68,13 +69,62 @@ def per_class_table(folder: str | Path = "checkpoints", extra_cards: list[str | 
     return "\n".join(rows)
 
 
+def verify(folder: str | Path = "checkpoints", tolerance: float = 0.5, data: str | None = None) -> list[str]:
+    """Re-evaluate every checkpoint of `folder` on the val split, as `python -m resattn.evaluate`
+    does; one line per checkpoint, and whether its card's val top-1 holds within `tolerance`
+    points. Raises ResattnError listing those that do not."""
+    from torch.utils.data import DataLoader
+
+    from .checkpoints import load_checkpoint
+    from .data import TensorImageDataset, eval_transform, load_split
+    from .errors import ResattnError
+    from .evaluate import evaluate_model
+
+    val = load_split(data, "val")
+    lines, off = [], []
+    for stem, card in list_checkpoints(folder):
+        claimed = card.get("metrics", {}).get("val_top1")
+        if claimed is None:
+            lines.append(f"{stem.name}: no val top-1 on its card, not checked")
+            continue
+        model, card = load_checkpoint(stem)
+        size = int(card.get("metrics", {}).get("eval_size", card.get("input_size", 224)))
+        loader = DataLoader(TensorImageDataset(val, eval_transform(size)), batch_size=100)
+        measured = evaluate_model(model.to(memory_format=torch.channels_last), loader, len(card["classes"]),
+                                  torch.device("cpu"))["top1"]
+        ok = abs(measured - claimed) <= tolerance
+        lines.append(f"{stem.name}: card {claimed:.2f} %, measured {measured:.2f} % "
+                     f"({measured - claimed:+.2f}) {'ok' if ok else 'OFF'}")
+        print(lines[-1], flush=True)
+        if not ok:
+            off.append(stem.name)
+    if off:
+        raise ResattnError(f"{len(off)} checkpoint(s) differ from their card by more than {tolerance} points: "
+                           f"{', '.join(off)}. Re-train them or correct the cards.")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m resattn.zoo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", nargs="?", default="checkpoints")
     parser.add_argument("cards", nargs="*", help="with --per-class: more model cards (.json) to add as columns")
     parser.add_argument("--per-class", action="store_true", help="val top-1 per class, one column per checkpoint")
+    parser.add_argument("--verify", action="store_true",
+                        help="re-evaluate every checkpoint on the val split; exit 1 when one is more than "
+                             "--tolerance points from its card")
+    parser.add_argument("--tolerance", type=float, default=0.5)
+    parser.add_argument("--data", help="with --verify: the pack or an ImageFolder root (default: find the pack)")
     args = parser.parse_args(argv)
+    if args.verify:
+        from .errors import ResattnError
+
+        try:
+            verify(args.folder, args.tolerance, args.data)
+        except ResattnError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        return 0
     print(per_class_table(args.folder, args.cards) if args.per_class else table(args.folder))
     return 0
 
