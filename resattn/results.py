@@ -109,10 +109,10 @@ class Config:
 
     @property
     def correct(self) -> np.ndarray | None:
-        """Seeds x images, only when every run has its predictions."""
-        if any(run.correct is None for run in self.runs):
-            return None
-        return np.stack([run.correct for run in self.runs])
+        """Seeds x images for the runs whose predictions were written (None: no run has them).
+        Old runs may lack them; the accuracies of all runs still enter the seed statistics."""
+        found = [run.correct for run in self.runs if run.correct is not None]
+        return np.stack(found) if found else None
 
     def summary(self) -> str:
         acc = self.accuracies
@@ -227,7 +227,8 @@ class Comparison:
         seeds = f"{len(self.a.runs)} vs {len(self.b.runs)} seeds"
         interval = f"{self.diff:+.2f} points [{self.low:+.2f}, {self.high:+.2f}]"
         if self.real:
-            side = self.a.label if self.diff > 0 else self.b.label
+            side = self.a if self.diff > 0 else self.b
+            side = side.label if self.a.label != self.b.label else f"{side.label} ({side.recipe_label})"
             return f"{side} is more accurate: {interval} ({seeds})."
         why = []
         if self.welch_holm is None:
@@ -245,8 +246,8 @@ def compare(a: Config, b: Config) -> Comparison | None:
         return None
     diff, low, high = paired_bootstrap(ca, cb)
     seeds_a = {run.seed: run for run in a.runs}
-    tests = [(seed, *mcnemar_exact(seeds_a[seed].correct, run.correct)) for run in b.runs
-             for seed in [run.seed] if seed in seeds_a]
+    tests = [(run.seed, *mcnemar_exact(seeds_a[run.seed].correct, run.correct)) for run in b.runs
+             if run.seed in seeds_a and run.correct is not None and seeds_a[run.seed].correct is not None]
     return Comparison(a, b, diff, low, high, welch(a.accuracies, b.accuracies), tests)
 
 
@@ -261,6 +262,12 @@ def claimed_pairs(configs: list[Config]) -> list[tuple[Config, Config]]:
             nal = by_key.get((arch, "mixed", "nal", recipe))
             if nal:
                 pairs.append((config, nal))
+    # bf16 against fp32: the same configuration and recipe, only the precision differs.
+    for (arch, attention, residual, recipe), config in by_key.items():
+        if recipe[-2] == "fp32":
+            bf16 = by_key.get((arch, attention, residual, (*recipe[:-2], "bf16", recipe[-1])))
+            if bf16:
+                pairs.append((bf16, config))
     arl_types = {}
     for (arch, attention, residual, recipe), config in by_key.items():
         if residual == "arl" or attention == "none":
@@ -312,12 +319,12 @@ def configs_table(configs: list[Config]) -> str:
 def comparisons_table(found: list[Comparison]) -> str:
     if not found:
         return "(no pair of configurations has per-image predictions yet)"
-    rows = ["| A | B | recipe | A − B, points | 95 % paired bootstrap | Welch p (Holm) | McNemar per seed "
+    rows = ["| A | B | recipe (A) | A − B, points | 95 % paired bootstrap | Welch p (Holm) | McNemar per seed "
             "(only A / only B, p) | verdict |",
             "|---|---|---|---|---|---|---|---|"]
     for c in found:
         mcn = "; ".join(f"s{seed}: {oa}/{ob}, {fmt_p(p)}" for seed, oa, ob, p in c.mcnemar) or "—"
-        rows.append(f"| {c.a.label} | {c.b.label} | {c.a.recipe_label} | {c.diff:+.2f} | [{c.low:+.2f}, {c.high:+.2f}] | "
+        rows.append(f"| {c.a.label} | {c.b.label}{'' if c.b.recipe_label == c.a.recipe_label else f' ({c.b.recipe_label})'} | {c.a.recipe_label} | {c.diff:+.2f} | [{c.low:+.2f}, {c.high:+.2f}] | "
                     f"{fmt_p(c.welch_p)} ({fmt_p(c.welch_holm)}) | {mcn} | {'real' if c.real else 'not readable'} |")
     return "\n".join(rows)
 
@@ -346,8 +353,9 @@ def render(root: Path = PROJECT) -> str:
         "",
         "### Paired comparisons on the same val images",
         "",
-        f"A − B is the difference of the seed-averaged val top-1. The interval is a paired bootstrap over the "
-        f"val images ({BOOTSTRAP} resamples, seed 0; it measures the test set's noise, not training's). "
+        f"A − B is the difference of the seed-averaged val top-1 of the runs with per-image predictions. The "
+        f"interval is a paired bootstrap over the val images ({BOOTSTRAP} resamples, seed 0; it measures the "
+        "test set's noise, not training's). "
         "Welch's t-test over the seeds' accuracies measures training's noise (only with ≥ 2 seeds on both "
         "sides; Holm-corrected over this table's rows). McNemar: exact binomial test on the images that "
         "exactly one of the two networks of the same seed gets right. *Real* means both sides have ≥ 2 "
@@ -356,7 +364,8 @@ def render(root: Path = PROJECT) -> str:
         comparisons_table(found),
         "",
     ]
-    parts += [f"- {c.a.label} vs {c.b.label} ({c.a.recipe_label}): {c.sentence()}" for c in found]
+    parts += [f"- {c.a.label} ({c.a.recipe_label}) vs {c.b.label} ({c.b.recipe_label}): {c.sentence()}"
+              for c in found]
     parts += ["", END]
     return "\n".join(parts)
 
