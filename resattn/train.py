@@ -151,7 +151,8 @@ def hardware(device: torch.device, world: int) -> str:
     if device.type == "cuda":
         what = torch.cuda.get_device_name(device)
     else:
-        what = f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+        threads = torch.get_num_threads()
+        what = f"{platform.processor() or platform.machine()} CPU, {threads} thread{'s' if threads > 1 else ''}"
     return f"{world} x {what}" if world > 1 else what
 
 
@@ -326,12 +327,11 @@ class Trainer:
             weights = "trained with resattn.train (see recipe)"
         # Rebuilt from the run's settings, not from this process's argv: a run resumed over
         # several sessions records the command that trains it from scratch.
-        defaults = vars(parse_args([]))
+        # Every training setting is spelled out (defaults may change); operational flags are not.
         command = "python -m resattn.train " + " ".join(
             f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in vars(a).items()
             if k not in ("resume", "snapshot", "stop_after", "workers", "device")
-            and (v != defaults.get(k) or k in ("model", "attention", "residual", "width", "epochs", "seed"))
-            and v not in (None, False))
+            and v is not None and v is not False and not (k == "synthetic" and v == 0))
         card = {
             "arch": a.model, "attention": a.attention, "residual": a.residual, "width": a.width,
             "classes": self.classes, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
