@@ -181,11 +181,11 @@ if known.any():
         for col, i, z in zip(cols, chosen_wrong, masks_at):
             col.image(figures.blend(images.images[int(i)].numpy(), z, zmin=lo, zmax=hi, opacity=0.55,
                                colorscale=figures.FEATURE_SCALE if signed else figures.MASK_SCALE), width="stretch",
-                      caption=f"→ {stats.classes[stats.predictions[i]]} ({stats.probabilities[i]:.0%})")
+                      caption=f"taken for {stats.classes[stats.predictions[i]]} ({stats.probabilities[i]:.0%})")
         st.caption(f"The first {len(chosen_wrong)} of the {len(wrong_of[shown_class])} misclassified "
                    f"{shown_class} images (in the set's order), each with its mask at {module} (mean over "
                    f"channels, from {stats.maps.shape[-1]} × {stats.maps.shape[-1]} resized to the image), one colour "
-                   f"scale from {lo:.3g} (dark) to {hi:.3g} (bright); caption: predicted class (probability). "
+                   f"scale from {lo:.3g} (dark) to {hi:.3g} (bright); caption: the predicted class (its probability). "
                    "Images are read from the source at run time.")
 
 per_image = pd.DataFrame({

@@ -37,7 +37,8 @@ if st.session_state.pop("_tour_to_compare", False):
 nav = st.columns([1.2, 4, 2.2], vertical_alignment="center")
 nav[0].button("Back", key="tour_back", on_click=move, args=(-1,), icon=":material/arrow_back:", width="stretch",
               disabled=step == 1, shortcut="PageUp", help="The previous step (PageUp).")
-nav[1].markdown(f"**Step {step} of {len(STEPS)}** &nbsp; " + " ".join("●" if i <= step else "○" for i in range(1, len(STEPS) + 1)),
+dots = " ".join("●" if i <= step else "○" for i in range(1, len(STEPS) + 1))
+nav[1].markdown(f"**Step {step} of {len(STEPS)}** &nbsp; {dots}",
                 help=" · ".join(f"{i}. {title}" for i, title in enumerate(STEPS, 1)))
 if step < len(STEPS):
     nav[2].button("Next step", key="tour_next", on_click=move, args=(1,), icon=":material/arrow_forward:",
@@ -87,10 +88,11 @@ if step == 1:
 # ----------------------------------------------------------------------------- 2: the stem
 elif step == 2:
     steps = tour_data.stem(key, image)
-    chain = f"photo **{sizes(steps[0].shape)}**" + "".join(f" → {s.label} → **{sizes(s.shape)}**" for s in steps[1:])
+    chain = f"photo **{sizes(steps[0].shape)}**" + "".join(f" → {s.label} → **{sizes(s.shape)}**"
+                                                           for s in steps[1:])
     last = steps[-1]
     st.markdown(f"Before any attention module, the **stem** turns colours into features: {chain}. "
-                f"Each of the {last.shape[0]} maps is one learned filter's response over the image; "
+                f"Each of the {last.shape[0]} maps comes from one learned filter slid over the image; "
                 f"the {len(last.indices)} below are those with the most energy (mean of squares) on this photo.")
     left, right = st.columns([1, 3], gap="large")
     left.image(trace.image, caption=f"{size} × {size} input", width="stretch")
@@ -109,8 +111,8 @@ elif step == 3:
     t_map = cache.reduced(key, image, first.name, "trunk", "mean")
     st.markdown(f"The first attention module, **{first.name}**, receives **{sizes(first.input.shape)}** features. "
                 "Its **trunk** is t = 2 residual units; each adds a learned correction to what it receives, so "
-                f"T(x) keeps the size: **{sizes(first.trunk.shape)}**. The trunk alone is an ordinary residual "
-                "network; the attention comes next, from a second branch beside it.")
+                f"T(x) keeps the size: **{sizes(first.trunk.shape)}**. Trunks alone would make an ordinary "
+                "residual network; the attention comes from a second branch beside each trunk.")
     lo, hi = figures.value_range(x_map, t_map, symmetric=True)
     panels = figures.panels_figure([
         figures.Panel(f"input x of {first.name}", x_map, lo, hi, figures.FEATURE_SCALE, "x", "x", zmid=0.0),
@@ -173,7 +175,8 @@ elif step == 6:
     lo, hi = figures.value_range(t["map"], arl["map"], nal["map"], symmetric=True)
     st.markdown("How should M act on T? Multiplying, **M·T** (naive attention), can only shrink features where "
                 "M < 1. The paper's **attention residual learning** adds T back: **(1 + M)·T**, so a mask in "
-                f"[0, 1] can only amplify. On this photo at {first.name}: mean |T| = {t['size']:.3f}, mean |(1+M)·T| = "
+                f"[0, 1] can only amplify. On this photo at {first.name}: mean |T| = {t['size']:.3f}, "
+                f"mean |(1+M)·T| = "
                 f"{arl['size']:.3f} (× {arl['size'] / t['size']:.2f}), mean |M·T| = {nal['size']:.3f} "
                 f"(× {nal['size'] / t['size']:.2f}).")
     panels = figures.panels_figure([
@@ -217,7 +220,8 @@ elif step == 8:
                 + ("with (1 + M)·T that module passes T through unchanged" if card.get("residual") == "arl"
                    else "with M·T that module's output becomes zero")
                 + f". **{best}** goes from {p:.1%} to {after:.1%}"
-                + (f"; the answer is still **{best}**." if new_best == best else f"; the answer becomes **{new_best}**."))
+                + (f"; the answer is still **{best}**." if new_best == best
+                   else f"; the answer becomes **{new_best}**."))
     fig = fa.top5_change_figure(result.rows, labels={"before": "as trained", "after": f"M = 0 at {first.name}"},
                                 height=380)
     st.plotly_chart(fig, theme=None, key="tour_intervention")

@@ -295,8 +295,8 @@ def _archive_sources(archive: Path, progress):
                     data = tar.extractfile(member).read()
                     yield _Source(*found, f"{found[0]}/{found[1]}/{Path(member.name).name}"), lambda d=data: d
         except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-            raise ResattnError(f"{archive} is truncated or not a tar archive ({type(exc).__name__}: {exc}); "
-                               "download it again (the official file is imagenette2-160.tgz or imagenette2.tgz).") from None
+            raise ResattnError(f"{archive} is truncated or not a tar archive ({type(exc).__name__}: {exc}); download "
+                               "it again (the official file is imagenette2-160.tgz or imagenette2.tgz).") from None
 
 
 def prepare_pack(source: str | os.PathLike, out: str | os.PathLike, *, size: int = 128,

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from test_browser import (CHROMIUM_ARGS, browser, check_page, checkpoint_folder, page, screenshot,  # noqa: F401
+from test_browser import (browser, check_page, checkpoint_folder, page, screenshot,  # noqa: F401
                           server, settle, wait_title)
 
 pytestmark = pytest.mark.browser
