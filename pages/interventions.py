@@ -170,7 +170,8 @@ else:
     chosen = [r for r in causal if r["module"] == name]
     causal_table = pd.DataFrame([{"replacement": r["replacement"], "images": int(r["n_images"]),
                                   "logit change": float(r["logit_change"]),
-                                  "95 % CI": f"{float(r['logit_change_low']):+.3f} to {float(r['logit_change_high']):+.3f}",
+                                  "95 % CI": (f"{float(r['logit_change_low']):+.3f} to "
+                                              f"{float(r['logit_change_high']):+.3f}"),
                                   "prediction changed": float(r["prediction_changed"]),
                                   "p (Holm)": float(r["p_holm"])} for r in chosen])
     st.dataframe(causal_table, hide_index=True, width="stretch", key="report_causal",

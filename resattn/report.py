@@ -22,7 +22,8 @@ definitions. Writes, in OUT:
   sanity.csv        checkpoint,randomised_through,module,reduction,spearman_to_original,
                     ssim_to_original
   sanity_agreement.csv      the agreement of the randomised masks with the attributions
-  reductions.csv    the share of spatial variance each reduction keeps, peaks on the border
+  reductions.csv    the share of spatial variance each reduction keeps (and the most any one
+                    map can keep: the first principal component's share), peaks on the border
   causal.csv        the target logit when a module's mask is replaced (set mean, 1, another
                     image's mask), with intervals and Holm-corrected p
   metrics.csv       one row per image (every value above, per image)
@@ -412,8 +413,9 @@ def _write_tables(out: Path, checkpoint: str, settings: study.StudySettings, mod
         kept = np.array([[[rec.kept[(m, r)] for r in ANALYSIS_REDUCTIONS] for m in modules] for rec in ordered])
         border = np.array([[[rec.border[(m, r)] for r in ANALYSIS_REDUCTIONS] for m in modules] for rec in ordered],
                           dtype=np.float64)
+        best = np.array([[rec.kept[(m, "best")] for m in modules] for rec in ordered])
         _write_csv(out / "reductions.csv",
-                   study.reduction_rows(checkpoint, modules, kept, border, ordered[0].border_chance, weights))
+                   study.reduction_rows(checkpoint, modules, kept, border, ordered[0].border_chance, weights, best))
         effects = np.array([[[e[(m, r)] for r in study.REPLACEMENTS] for m in modules] for _, e, _ in local])
         _write_csv(out / "causal.csv", study.causal_rows(checkpoint, modules, effects, weights))
         result["agreement"] = main

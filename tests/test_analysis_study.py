@@ -169,3 +169,15 @@ def test_causal_effects_replace_one_mask_at_a_time(tiny_model, images):
     for m in means:
         assert own[(m, "other_image")] == (0.0, 0.0, 0.0)
         assert effects[(m, "one")][0] != 0.0
+
+
+def test_the_first_principal_component_bounds_what_a_map_keeps():
+    from resattn.analysis.reduce import best_variance_kept
+
+    mask = pattern_mask()
+    assert float(best_variance_kept(mask)) == pytest.approx(1.0)  # one pattern (up to sign) in every channel
+    g = torch.Generator().manual_seed(0)
+    noisy = torch.rand(2, 6, 5, 5, generator=g)
+    best = best_variance_kept(noisy)
+    for reduction in ("mean", "top_channels"):
+        assert torch.all(variance_kept(noisy, channel_weights(noisy, reduction, k=2)) <= best + 1e-6)

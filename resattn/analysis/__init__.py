@@ -38,7 +38,8 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
-    "ANALYSIS_REDUCTIONS", "REPORT_METHODS", "REPORT_METHOD_LABELS", "mask_gradients", "cascade_steps", "channel_weights", "randomise_mask_branches", "smooth_random_map",
+    "ANALYSIS_REDUCTIONS", "REPORT_METHODS", "REPORT_METHOD_LABELS", "mask_gradients", "cascade_steps",
+    "channel_weights", "randomise_mask_branches", "smooth_random_map",
     "variance_kept", "weighted_map",
     "Agreement", "Attribution", "FaithfulnessCurve", "INTERVENTIONS", "INTERVENTION_LABELS", "InterventionResult",
     "METHODS", "METHOD_LABELS", "MaskStatistics", "REDUCE_MODES", "agreement", "attribute", "attribute_all",

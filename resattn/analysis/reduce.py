@@ -202,6 +202,19 @@ def variance_kept(mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return kept[0] if single else kept
 
 
+def best_variance_kept(mask: torch.Tensor) -> torch.Tensor:
+    """Per image, the most any one channel direction keeps: the first principal component's
+    share of the mask's spatial variance (the upper bound of `variance_kept`; NaN for a mask
+    constant over space). N (or 0-d for one mask)."""
+    batch, single = _as_batch(mask)
+    centred = batch.double().flatten(2)
+    centred = centred - centred.mean(dim=2, keepdim=True)
+    values = torch.linalg.svdvals(centred).pow(2)  # N x min(C, P)
+    total = values.sum(dim=1)
+    best = torch.where(total > 0, values[:, 0] / total.clamp(min=1e-300), torch.full_like(total, float("nan"))).float()
+    return best[0] if single else best
+
+
 def border_fraction(shape: tuple[int, int]) -> float:
     """The share of an h x w map's positions on its outermost ring: where a peak placed
     uniformly at random would land on the border."""

@@ -43,8 +43,8 @@ from .faithfulness import RANDOM, faithfulness, smooth_random_map
 from .interventions import cascade_steps, mask_replacement, randomise_mask_branches, replaced_mask
 from .nulls import (DEFAULT_DRAWS, DEFAULT_GRID, NULLS, attribution_ranks, cell_values, mask_ranks, method_key,
                     shuffle_offsets)
-from .reduce import ANALYSIS_REDUCTIONS, TOP_CHANNELS, border_fraction, channel_weights, peak_on_border, \
-    variance_kept, weighted_map
+from .reduce import ANALYSIS_REDUCTIONS, TOP_CHANNELS, best_variance_kept, border_fraction, channel_weights, \
+    peak_on_border, variance_kept, weighted_map
 from .significance import BOOTSTRAP, bootstrap_interval, bootstrap_weights, holm, null_band, paired_p
 
 FILLS = ("blur", "impute")
@@ -101,7 +101,7 @@ class ImageRecord:
     target: int
     probability: float
     native: dict  # (module, reduction) -> h x w float32, the reduced mask at its module's resolution
-    kept: dict  # (module, reduction) -> share of spatial variance kept
+    kept: dict  # (module, reduction) -> share of spatial variance kept; (module, "best") -> the first PC's share
     border: dict  # (module, reduction) -> peak on the border ring (bool)
     border_chance: dict  # module -> share of positions on the border ring
     attribution_ranks: dict  # key -> n int16, tie-broken ranks on the grid
@@ -112,10 +112,12 @@ class ImageRecord:
 
 
 def reduced_masks(gradients: dict, modules: list[str], top_k: int) -> tuple[dict, dict, dict]:
-    """(native maps, variance kept, peak on border), keyed (module, reduction)."""
+    """(native maps, variance kept, peak on border), keyed (module, reduction); the
+    variance also keyed (module, "best"): the most a single channel direction keeps."""
     native, kept, border = {}, {}, {}
     for m in modules:
         mask, grad = gradients[m]
+        kept[(m, "best")] = float(best_variance_kept(mask))
         for r in ANALYSIS_REDUCTIONS:
             weights = channel_weights(mask, r, gradient=grad, k=top_k)
             reduced = weighted_map(mask, weights)
@@ -170,7 +172,8 @@ def analyse_image(model: nn.Module, image: torch.Tensor, index: int, label: int,
     # Orders for deletion / insertion: maps of any size (faithfulness resizes them).
     orders = {f"mask:{m}:{r}": torch.from_numpy(native[(m, r)]) for m in modules for r in ANALYSIS_REDUCTIONS}
     orders.update({k: maps[k] for k in attribution_keys(modules)})
-    orders["random_pixel"] = torch.rand(size, generator=torch.Generator().manual_seed(image_seed(settings, index, "pixel")))
+    pixel_noise = torch.Generator().manual_seed(image_seed(settings, index, "pixel"))
+    orders["random_pixel"] = torch.rand(size, generator=pixel_noise)
     for record in tr.modules:
         smooth_seed = image_seed(settings, index, "smooth order", record.name)
         if record.mask is not None:
@@ -181,7 +184,8 @@ def analyse_image(model: nn.Module, image: torch.Tensor, index: int, label: int,
             orders[f"random_smooth:{record.name}"] = torch.rand(tuple(record.trunk.shape[-2:]), generator=generator)
     auc, curves_for_figure = {}, {}
     for fill in settings.fills:
-        curves = faithfulness(curves_model or model, image, orders, target, steps=settings.steps, batch_size=settings.batch_size,
+        curves = faithfulness(curves_model or model, image, orders, target, steps=settings.steps,
+                              batch_size=settings.batch_size,
                               baseline=fill, include_random=False, seed=image_seed(settings, index, "faithfulness"))
         for name, curve in curves.items():
             auc[(fill, name)] = (curve.deletion_auc, curve.insertion_auc)
@@ -403,11 +407,21 @@ def sanity_agreement_rows(checkpoint: str, steps: list[str], modules: list[str],
 
 
 def reduction_rows(checkpoint: str, modules: list[str], kept: np.ndarray, border: np.ndarray,
-                   chance: dict, weights: np.ndarray) -> list[dict]:
-    """reductions.csv: kept, border N x modules x reductions. NaN shares (a mask constant
-    over space) are left out of that cell's mean and interval, and n_images says so."""
+                   chance: dict, weights: np.ndarray, best: np.ndarray | None = None) -> list[dict]:
+    """reductions.csv: kept, border N x modules x reductions; best N x modules (the first
+    principal component's share: the most any one map of the channels can keep). NaN
+    shares (a mask constant over space) are left out of that cell's mean and interval, and
+    n_images says so."""
     rows = []
     for i, m in enumerate(modules):
+        if best is not None:
+            b = best[:, i]
+            ok_b = np.isfinite(b)
+            blo, bhi = bootstrap_interval(b[ok_b], weights[:, ok_b]) if ok_b.any() else (math.nan, math.nan)
+            best_cells = {"first_component_share": _g(float(b[ok_b].mean()) if ok_b.any() else math.nan),
+                          "first_component_low": _g(blo), "first_component_high": _g(bhi)}
+        else:
+            best_cells = {}
         for j, r in enumerate(ANALYSIS_REDUCTIONS):
             k = kept[:, i, j]
             ok = np.isfinite(k)
@@ -417,7 +431,7 @@ def reduction_rows(checkpoint: str, modules: list[str], kept: np.ndarray, border
                          "variance_kept": _g(float(k[ok].mean()) if ok.any() else math.nan),
                          "variance_kept_low": _g(klo), "variance_kept_high": _g(khi),
                          "peak_on_border": _g(float(border[:, i, j].mean())), "peak_on_border_low": _g(blo),
-                         "peak_on_border_high": _g(bhi), "border_chance": _g(chance[m])})
+                         "peak_on_border_high": _g(bhi), "border_chance": _g(chance[m]), **best_cells})
     return rows
 
 
