@@ -69,8 +69,11 @@ def model_card(model: nn.Module, **fields: Any) -> dict:
     return card
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, card: dict) -> Path:
-    """Write `<path>.safetensors` and `<path>.json` atomically; returns the safetensors path."""
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, card: dict, *,
+                    storage_dtype: torch.dtype | None = None) -> Path:
+    """Write `<path>.safetensors` and `<path>.json` atomically; returns the safetensors path.
+    `storage_dtype` (e.g. torch.float16) stores the floating-point tensors in that type;
+    `load_checkpoint` turns them back into float32 (see `export_fp16`)."""
     from safetensors.torch import save_file
 
     missing = [k for k in REQUIRED_CARD_KEYS if k not in card]
@@ -79,6 +82,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, card: dict) -> Pa
     stem = _stem(path)
     weights = sibling_path(stem, ".safetensors")
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if storage_dtype is not None:
+        state = {k: v.to(storage_dtype) if v.is_floating_point() else v for k, v in state.items()}
     text = json.dumps(card, indent=2, sort_keys=False)
     atomic_write(weights, lambda tmp: save_file(state, tmp, metadata={"card": text}))
     atomic_write(sibling_path(stem, ".json"), lambda tmp: Path(tmp).write_text(text + "\n"))
@@ -254,6 +259,8 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
             model = build_from_card(card)
         _check_shapes(_safetensors_shapes(weights), model, card, weights)
         state = _read_safetensors(weights)
+    # Weights stored in half precision (`export_fp16`, card "storage") compute in float32.
+    state = {k: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v for k, v in state.items()}
     # Every parameter and buffer is in `state` (checked above), so uninitialised storage that
     # load_state_dict then fills is enough: no random initialisation to throw away.
     model = model.to_empty(device=device)
@@ -265,6 +272,75 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
                               f"({card['attention']}, {card['residual']}, width {card['width']}) "
                               f"as the card says ({detail}). Use the card that was saved with these weights.") from None
     return model.eval(), card
+
+
+FP16_STORAGE = "float16, loaded as float32"
+FP16_MAX = 65504.0  # the largest finite float16
+
+
+def fp16_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state with every floating-point tensor rounded to float16 and back to
+    float32: exactly what loading an `export_fp16` file gives. Refuses tensors that float16
+    cannot hold (beyond +-65504 or not finite) rather than storing infinities."""
+    state = {}
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().to("cpu")
+        if tensor.is_floating_point():
+            too_large = tensor.numel() > 0 and float(tensor.abs().max()) > FP16_MAX
+            if too_large or not bool(torch.isfinite(tensor).all()):
+                raise CheckpointError(f"{name} holds values that float16 cannot store (beyond +-{FP16_MAX:g} or "
+                                      "not finite); keep this checkpoint in float32.")
+            tensor = tensor.to(torch.float16).float()
+        state[name] = tensor
+    return state
+
+
+def export_fp16(source: str | os.PathLike, dest: str | os.PathLike, *, card_fields: dict | None = None) -> Path:
+    """Write checkpoint `source` (any path load_checkpoint takes) as `dest` (a stem) with its
+    floating-point tensors in float16: half the bytes, for shipping many seeds of one
+    configuration. The card is the source's plus "storage" (FP16_STORAGE), "storage_source"
+    (the source's name) and `card_fields`; `load_checkpoint` gives float32 weights back.
+    Returns the safetensors path."""
+    model, card = load_checkpoint(source)
+    model.load_state_dict(fp16_state(model))  # checks the range before anything is written
+    card = {**card, "storage": FP16_STORAGE, "storage_source": _stem(source).name, **(card_fields or {})}
+    return save_checkpoint(dest, model, card, storage_dtype=torch.float16)
+
+
+def fp16_top1(source: str | os.PathLike | nn.Module, images, *, card: dict | None = None,
+              device: str | torch.device = "cpu", batch_size: int = 100) -> dict:
+    """Val top-1 of a checkpoint with its float32 weights and with the same weights rounded to
+    float16 (`fp16_state`), on `images` (a resattn.data.ImageSet with the card's classes),
+    preprocessed as `python -m resattn.evaluate` does (the card's eval size, mean and std):
+    {"top1_fp32", "top1_fp16", "difference" (fp16 - fp32, points), "changed" (images whose
+    prediction changed), "images"}."""
+    import copy
+
+    from torch.utils.data import DataLoader
+
+    from .data import TensorImageDataset, eval_transform
+    from .evaluate import evaluate_model
+
+    if isinstance(source, nn.Module):
+        model = source
+        if card is None:
+            raise ValueError("fp16_top1 needs the card with a model")
+    else:
+        model, card = load_checkpoint(source, device=device)
+    if list(images.classes) != list(card["classes"]):
+        raise CheckpointError("The images' classes differ from the checkpoint's; check it on the data it was "
+                              "trained on.")
+    rounded = copy.deepcopy(model)
+    rounded.load_state_dict(fp16_state(model))
+    size = int((card.get("metrics") or {}).get("eval_size") or card.get("input_size", 224))
+    loader = DataLoader(TensorImageDataset(images, eval_transform(size, card["mean"], card["std"])),
+                        batch_size=batch_size)
+    runs = [evaluate_model(m.to(device), loader, len(card["classes"]), torch.device(device), per_image=True)
+            for m in (model, rounded)]
+    changed = sum(a[2] != b[2] for a, b in zip(runs[0]["rows"], runs[1]["rows"]))
+    return {"top1_fp32": runs[0]["top1"], "top1_fp16": runs[1]["top1"],
+            "difference": round(runs[1]["top1"] - runs[0]["top1"], 2), "changed": int(changed),
+            "images": runs[0]["images"]}
 
 
 def build_from_card(card: dict) -> nn.Module:
