@@ -28,7 +28,7 @@ from resattn.analysis.significance import (ALPHA, agreement_summary, agreement_v
 
 BEGIN, END = "<!-- analysis:begin -->", "<!-- analysis:end -->"
 FULL = 500  # images per checkpoint the issue asks for
-METHODS = {"abs_ig": "|IG|", "ig": "signed IG", "grad_cam": "Grad-CAM (last stage)",
+METHODS = {"abs_ig": "\\|IG\\|", "ig": "signed IG", "grad_cam": "Grad-CAM (last stage)",
            "grad_cam_module": "Grad-CAM (module)", "occlusion": "Occlusion"}
 REDUCTIONS = {"mean": "mean", "class_weighted": "class-weighted", "top_channels": "top channels"}
 METRICS = {"spearman": "Spearman ρ", "iou": "top-20 % IoU", "pointing": "pointing game"}
@@ -121,7 +121,7 @@ def reductions_table(reports: list[Report]) -> list[str]:
 def cell(row: dict) -> str:
     mark = {1: " ▲", -1: " ▼", 0: ""}[side(float(row["value"]), float(row["null_low"]), float(row["null_high"]),
                                           float(row["p_holm"]))]
-    return f"{f3(row['value'])} ({interval(row['null_low'], row['null_high'])}){mark}"
+    return f"{f3(row['value'])} {interval(row['null_low'], row['null_high'])}{mark}"
 
 
 def agreement_tables(reports: list[Report], metric: str) -> list[str]:
@@ -136,11 +136,16 @@ def agreement_tables(reports: list[Report], metric: str) -> list[str]:
     return lines
 
 
+def escape(text: str) -> str:
+    """A sentence inside markdown: |IG| would start a table cell."""
+    return text.replace("|", "\\|")
+
+
 def agreement_sentences(r: Report) -> list[str]:
     differing = [x for x in r.agreement
                  if side(float(x["value"]), float(x["null_low"]), float(x["null_high"]), float(x["p_holm"])) != 0]
     differing.sort(key=lambda x: -max(float(x["value"]) - float(x["null_high"]), float(x["null_low"]) - float(x["value"])))
-    lines = [f"- {agreement_verdict(x, tests=len(r.agreement))}" for x in differing[:LISTED]]
+    lines = [f"- {escape(agreement_verdict(x, tests=len(r.agreement)))}" for x in differing[:LISTED]]
     if len(differing) > LISTED:
         link = os.path.relpath(r.folder / "agreement.csv", ROOT / "docs")
         lines.append(f"- … and {len(differing) - LISTED} more cells that differ from chance, in [agreement.csv]({link}).")
