@@ -109,7 +109,7 @@ MUTANTS = [
            "resattn/checkpoints.py",
            'attention=card["attention"], residual=card["residual"],',
            'attention=card["attention"],',
-           ("tests/test_checkpoints.py",)),
+           ("tests/test_checkpoints.py", "-k", "round_trip")),
     Mutant("randomise_touches_batchnorm", "mask-branch randomisation also overwrites the BatchNorm weights",
            "resattn/analysis/interventions.py",
            "if isinstance(layer, nn.Conv2d):",
@@ -137,7 +137,8 @@ def run_tests(repo: Path, tests: tuple[str, ...], env: dict, timeout: int) -> tu
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", "--no-header",
                            "--maxfail=5", *tests], cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
-    failed = [m.group(1) for m in re.finditer(r"^(?:FAILED|ERROR) (\S+)", done.stdout, re.M)]
+    # "FAILED tests/x.py::test[an id with spaces] - AssertionError: ..." (-rf summary lines)
+    failed = [m.group(1) for m in re.finditer(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", done.stdout, re.M)]
     if done.returncode not in (0, 1):  # collection or usage error, no tests collected, interrupted
         failed.append(f"(pytest exit {done.returncode}: {' '.join(done.stdout.strip().splitlines()[-1:])})")
     return done.returncode, failed, time.perf_counter() - started

@@ -66,6 +66,19 @@ def test_round_trip_gives_identical_logits_and_card(saved_checkpoint):
     assert all(torch.equal(saved[k], loaded[k]) for k in saved)
 
 
+@pytest.mark.parametrize("attention,residual", [("mixed", "arl"), ("channel", "arl"), ("spatial", "arl"),
+                                                ("mixed", "nal"), ("none", "arl")])
+def test_every_zoo_configuration_round_trips(attention, residual, tmp_path):
+    """The card's attention type and residual mode are what the loaded network computes: a
+    NAL checkpoint must not come back as ARL (the weights are the same shape, so only the
+    logits can tell)."""
+    original = build_tiny(attention=attention, residual=residual, seed=4)
+    resattn.save_checkpoint(tmp_path / "ckpt", original, toy_card(original))
+    model, _ = resattn.load_checkpoint(tmp_path / "ckpt")
+    assert (model.attention, model.residual) == (attention, residual)
+    assert torch.equal(logits_of(model), logits_of(original))
+
+
 @pytest.mark.parametrize("how", ["stem", "str", "json", "safetensors", "safetensors-str"])
 def test_load_by_stem_json_or_safetensors_path(how, saved_checkpoint):
     stem, original, card = saved_checkpoint
