@@ -2,14 +2,18 @@
 no-attention baseline at once (or, as the second set, ARL and NAL at depth 56 and 92), one
 row per module and one column per model, plus mask statistics per model and stage. Networks
 of different depth share the page: rows follow the stages, and a network without a module
-at some row shows "no such module" there. Large fonts: made to be read off a projector."""
+at some row shows "no such module" there. A toggle puts the seeds of one type (other training
+runs, from the seeds folder) in place of the types, and a panel below the grid sets how much two
+seeds differ beside how much the types differ, on this image and over the dataset (issue 19).
+Large fonts: made to be read off a projector."""
 import pandas as pd
 import streamlit as st
 
-from resattn import figures, stats
+from resattn import consistency, figures, stats
 from resattn.trace import module_order
 from resattn.analysis.reduce import REDUCE_LABELS as REDUCTIONS, REDUCE_MODES
 from ui import cache, export, state
+from ui import consistency as consistency_ui
 from ui.cards import describe, pick_depth, pick_zoo
 
 SHOW = {"mask": "soft mask M", "output": "output H", "trunk": "trunk T"}
@@ -28,11 +32,39 @@ if app.entry is None or app.image is None:
 state.ensure_choice("cmpset", list(SETS), "types")
 st.radio("Networks", list(SETS), key="cmpset", format_func=SETS.get, horizontal=True)
 zoo, missing = (pick_zoo if st.session_state["cmpset"] == "types" else pick_depth)(app.usable, app.entry)
+
+# Seeds (issue 19): networks of one type trained with other seeds (the seeds folder beside the
+# zoo). The toggle puts the seeds of one type in place of the types; the panel below the grid
+# sets their spread beside the differences between the types.
+nets, entry_of = consistency_ui.networks(app)
+seeds = consistency.seed_sets(nets)
+set_kinds = [consistency.type_of(consistency.config_label(entry.card)) for _, entry in zoo]
+seeded = [kind for kind in set_kinds if kind in seeds]
+current_kind = consistency.type_of(consistency.config_label(app.entry.card)) if app.entry.card else None
+state.ensure_choice("cmpcols", ["types", "seeds"], "types")
+seed_controls = st.columns([1.3, 1.7, 2.0])
+seed_controls[0].toggle("Seeds of one type in place of the types",
+                        value=bool(seeded) and st.session_state["cmpcols"] == "seeds",
+                        key="_cmpseeds", disabled=not seeded,
+                        on_change=lambda: st.session_state.update(cmpcols="seeds" if st.session_state["_cmpseeds"]
+                                                                  else "types"),
+                        help="Two networks of one type trained with different seeds differ too. Side by side, they "
+                             "show how much of a difference between types could be the seed.")
+reference = None
+if seeded:
+    state.ensure_choice("cmpseedtype", seeded, current_kind)
+    seed_controls[1].selectbox("Type whose seeds are compared", seeded, key="cmpseedtype",
+                               format_func=consistency.type_label)
+    reference = st.session_state["cmpseedtype"]
+showing_seeds = reference is not None and st.session_state["cmpcols"] == "seeds"
+if showing_seeds:
+    runs = seeds[reference]
+    zoo, missing = [(consistency_ui.seed_column_label(n, runs), entry_of[n]) for n in runs], []
 if missing:
     st.info(f"Not in the checkpoint folder: **{', '.join(missing)}**. Train them with "
             "`python -m resattn.sweep plans/zoo_v2.toml` (or point `RESATTN_CHECKPOINTS` at a folder that has "
             "them); the page shows the others.")
-if app.entry is not None and all(entry.name != app.entry.name for _, entry in zoo):
+if not showing_seeds and app.entry is not None and all(entry.name != app.entry.name for _, entry in zoo):
     st.caption(f"The sidebar's checkpoint **{app.entry.name}** was trained with another recipe than this set; "
                "the page shows networks trained alike, so that they differ only in what the columns name.")
 
@@ -157,6 +189,8 @@ scale_note = (f" Colour scale: {MASK_SCALES[st.session_state['cmpscale']]}." if 
 st.caption(f"{SHOW[show].capitalize()}, {REDUCTIONS[mode]}, resized to {display_size} × {display_size} and laid "
            f"over the image (opacity {opacity:.2f}). Each column is headed by that model's top prediction."
            f"{scale_note} Hover a cell for raw values.")
+
+consistency_ui.panel(app, reference, seeds, nets, entry_of, set_kinds)
 
 # ----------------------------------------------------------------------------- statistics
 st.header("Mask statistics per model and stage")

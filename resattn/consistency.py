@@ -171,6 +171,26 @@ def pairs_of(groups: list[list[Network]]) -> list[tuple[Network, Network]]:
     return [pair for members in groups for pair in combinations(members, 2)]
 
 
+def seed_sets(networks: list[Network]) -> dict[str, list[Network]]:
+    """type -> its seeds: the networks of that type trained with one recipe, for every type
+    with two or more (the recipe with the most networks when several qualify), by seed."""
+    out: dict[str, list[Network]] = {}
+    for members in comparison_groups(networks):
+        for kind in dict.fromkeys(n.kind for n in members):
+            runs = sorted((n for n in members if n.kind == kind), key=lambda n: (n.seed is None, n.seed or 0, n.name))
+            if len(runs) >= 2 and len(runs) > len(out.get(kind, [])):
+                out[kind] = runs
+    return out
+
+
+def partners(networks: list[Network], seeds: list[Network], kinds) -> dict[str, list[Network]]:
+    """For each type in `kinds`, its networks trained with the recipe of `seeds` (the types a
+    seed-to-seed spread can be set against)."""
+    recipe = seeds[0].recipe
+    return {kind: [n for n in networks if n.kind == kind and n.has_masks and n.recipe == recipe]
+            for kind in kinds}
+
+
 # --------------------------------------------------------------------------- masks
 
 def last_module_per_stage(model: nn.Module) -> dict[int, str]:
@@ -333,6 +353,16 @@ def consistency(networks: list[Network], images, *, reductions=None, any_recipe:
     return ConsistencyRun(rows, seconds, skipped)
 
 
+def image_rows(maps: dict[Network, dict], *, seed: int = 0) -> list[dict]:
+    """Rows like the CSV's for one image (or a few), every pair of the networks in `maps`
+    ({network: stage_maps(...)}): low = high = value, since one image has no interval of
+    its own (summaries of several pairs then span the range over the pairs)."""
+    rows = []
+    for a, b in combinations(list(maps), 2):
+        rows += pair_rows(a, b, pair_spearman(maps[a], maps[b], seed=seed), None)
+    return rows
+
+
 # --------------------------------------------------------------------------- the CSV
 
 def write_rows(rows: list[dict], path: str | os.PathLike) -> Path:
@@ -464,6 +494,49 @@ def kinds_in(rows: list[dict]) -> list[str]:
     return sorted(kinds, key=order)
 
 
+def stage_table(rows: list[dict], reference: str, others, reduction: str, *,
+                seed_kinds=None) -> tuple[list[dict], list[TypeComparison]]:
+    """Per stage, the seed-to-seed similarity of `reference` beside its similarity to each of
+    `others` (the Compare page's panel): ([{"stage", "seeds", other: Similarity | None, ...}],
+    [TypeComparison per stage and other type]). The seed spread is the reference's own
+    (`seed_kinds`, default [reference])."""
+    stages = sorted({r["stage"] for r in rows if r["reduction"] == reduction})
+    table, comparisons = [], []
+    for stage in stages:
+        line = {"stage": stage, "seeds": summarise(seed_rows(rows, reference, stage, reduction))}
+        for other in others:
+            result = compare_types(rows, reference, other, stage, reduction,
+                                   seed_kinds=[reference] if seed_kinds is None else seed_kinds)
+            line[other] = result.between
+            comparisons.append(result)
+        table.append(line)
+    return table, comparisons
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def stage_sentence(comparisons: list[TypeComparison]) -> str | None:
+    """One sentence for one stage of `stage_table`: how alike two seeds of the reference type
+    are, which other types differ from it more than that (their interval wholly below the
+    seeds') and which do not. None when there is nothing to compare."""
+    decided = [c for c in comparisons if c.exceeds is not None]
+    if not decided:
+        return None
+    first = decided[0]
+    reference = type_label(first.kind_a)
+    spread = first.seeds[first.kind_a] if first.kind_a in first.seeds else next(iter(first.seeds.values()))
+    parts = [f"At stage {first.stage}, two seeds of {reference} agree with ρ {spread.text()}"]
+    for exceeds, verb_one, verb_many in ((True, "differs from it more than that", "differ from it more than that"),
+                                         (False, "does not", "do not")):
+        group = [c for c in decided if c.exceeds is exceeds]
+        if group:
+            names = _and([f"{type_label(c.kind_b)} (ρ {c.between.text()})" for c in group])
+            parts.append(f"{names} {verb_one if len(group) == 1 else verb_many}")
+    return "; ".join(parts) + "."
+
+
 # --------------------------------------------------------------------------- docs
 
 def markdown(rows: list[dict], *, command: str = "", run: dict | None = None) -> str:
@@ -537,8 +610,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", help="'pack' (the val split), a .npz pack or an image folder / ImageFolder tree")
     parser.add_argument("--limit", type=int, default=200, help="images, drawn stratified by class (default 200)")
     parser.add_argument("--out", help="folder for consistency.csv and consistency_run.json")
-    parser.add_argument("--folders", nargs="+", default=list(DEFAULT_FOLDERS),
-                        help="checkpoint folders to read (default: checkpoints checkpoints/seeds)")
+    parser.add_argument("--folders", nargs="*", default=list(DEFAULT_FOLDERS),
+                        help="checkpoint folders to read (default: checkpoints checkpoints/seeds; "
+                             "none: only --checkpoints)")
     parser.add_argument("--checkpoints", nargs="*", default=[], help="more checkpoints (stems or files)")
     parser.add_argument("--reductions", default=",".join(("mean", "class_weighted", "top_channels")),
                         help="comma-separated, from mean, class_weighted, top_channels")

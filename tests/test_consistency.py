@@ -23,6 +23,7 @@ from resattn.checkpoints import FP16_STORAGE, export_fp16, fp16_state, fp16_top1
 from resattn.data import ImageSet, synthetic_set
 
 from conftest import build_tiny
+from test_app import navigation_v2  # noqa: F401 (autouse: AppTest reruns go through app.py, as a server's do)
 
 CLASSES = ["tench", "church", "parachute", "golf ball"]
 SIZE = 64
@@ -306,3 +307,91 @@ def test_fp16_top1_of_a_shipped_checkpoint_on_500_val_images():
     images = load_images("pack", classes=card["classes"], limit=500, sample="stratified", seed=0)
     check = fp16_top1(shipped, images)
     assert check["images"] == 500 and abs(check["difference"]) <= 0.2 and check["changed"] <= 1, check
+
+
+# --------------------------------------------------------------------------- the Compare page
+
+ZOO_TYPES = [("mixed", "arl"), ("channel", "arl"), ("spatial", "arl"), ("mixed", "nal"), ("none", "arl")]
+
+
+def seed_zoo(folder: Path, csv_images: int = 6) -> tuple[Path, Path]:
+    """A tiny zoo (the five types, seed 0) in `folder`, seeds 1 and 2 of mixed ARL and seed 1 of
+    spatial ARL in `folder`/seeds, and a consistency.csv made from them on generated images:
+    (checkpoint folder, csv). Also used by tests/test_browser_consistency.py."""
+    for i, (attention, residual) in enumerate(ZOO_TYPES):
+        name = "attention56_none" if attention == "none" else f"attention56_{attention}_{residual}"
+        save_net(folder, name, attention=attention, residual=residual, seed=0, init=10 * i)
+    for seed in (1, 2):
+        save_net(folder / C.SEEDS_FOLDER, f"attention56_mixed_arl_seed{seed}", seed=seed, init=10 * seed + 1)
+    save_net(folder / C.SEEDS_FOLDER, "attention56_spatial_arl_seed1", attention="spatial", seed=1, init=33)
+    result = C.consistency(C.find_networks([folder, folder / C.SEEDS_FOLDER]), noise_images(csv_images),
+                           resamples=200)
+    return folder, C.write_rows(result.rows, folder.parent / "consistency" / "consistency.csv")
+
+
+@pytest.fixture
+def seeded_app(tmp_path, monkeypatch):
+    folder, csv_path = seed_zoo(tmp_path / "zoo")
+    monkeypatch.setenv("RESATTN_CHECKPOINTS", str(folder))
+    monkeypatch.setenv("RESATTN_CONSISTENCY", str(csv_path))
+    monkeypatch.delenv("RESATTN_SEEDS", raising=False)
+    return folder, csv_path
+
+
+def compare_page():
+    from test_app import assert_clean, start
+
+    at = start("pages/compare.py")
+    assert_clean(at)
+    return at
+
+
+def grid_headers(at) -> list[str]:
+    from test_app import chart
+
+    grid = chart(at, "compare_grid")
+    return [a["text"].split("<br>")[0].removeprefix("<b>").removesuffix("</b>")
+            for a in grid["layout"]["annotations"] if a["text"].startswith("<b>")]
+
+
+def test_compare_panel_sets_seeds_beside_types_and_the_toggle_shows_the_seeds(seeded_app):
+    at = compare_page()
+    assert "How different is different?" in [h.value for h in at.header]
+    assert [s.value for s in at.subheader][:2] == ["This image", "Over the dataset (6 val images)"]
+    image_table, dataset_table = (t.value for t in at.dataframe[:2])
+    assert list(image_table.columns) == ["stage", "seeds of A56 mixed ARL", "vs A56 channel ARL",
+                                         "vs A56 spatial ARL", "vs A56 mixed NAL"]
+    assert list(image_table["stage"]) == [1, 2, 3]
+    # three seeds of mixed ARL: three pairs, given as a range on one image
+    assert all(cell.endswith("(3 pairs)") and "[" in cell for cell in image_table["seeds of A56 mixed ARL"])
+    assert all(cell.endswith("(3 pairs)") for cell in image_table["vs A56 channel ARL"])  # 3 seeds x 1 channel
+    assert all(cell.endswith("(6 pairs)") for cell in image_table["vs A56 spatial ARL"])  # 3 seeds x 2 spatial
+    sentences = [m.value for m in at.markdown if m.value.startswith("- At stage")]
+    assert len(sentences) == 6 and all("two seeds of A56 mixed ARL agree with ρ" in s for s in sentences)
+    # the dataset table's numbers are the CSV's (stage 1, mean reduction, seeds of mixed ARL)
+    rows = C.read_rows(seeded_app[1])
+    expected = C.summarise(C.seed_rows(rows, "attention56/mixed/arl", 1, "mean"))
+    assert dataset_table["seeds of A56 mixed ARL"][0] == f"{expected.text()} (3 pairs)"
+
+    assert grid_headers(at) == ["mixed · ARL", "channel · ARL", "spatial · ARL", "mixed · NAL", "no attention"]
+    at.toggle(key="_cmpseeds").set_value(True).run()
+    assert not at.exception
+    assert grid_headers(at) == ["seed 0", "seed 1", "seed 2"]
+    assert at.query_params["cmpcols"] == "seeds"
+    at.selectbox(key="cmpseedtype").set_value("attention56/spatial/arl").run()
+    assert grid_headers(at) == ["seed 0", "seed 1"]
+    assert at.dataframe[0].value.columns[1] == "seeds of A56 spatial ARL"
+    at.toggle(key="_cmpseeds").set_value(False).run()
+    assert grid_headers(at)[0] == "mixed · ARL"
+
+
+def test_compare_panel_without_seeds_says_so_in_one_sentence(tmp_path, monkeypatch):
+    from test_app import ZOO, save_toy
+
+    for seed, (attention, residual) in enumerate(ZOO):
+        save_toy(tmp_path, attention, residual, seed)
+    monkeypatch.setenv("RESATTN_CHECKPOINTS", str(tmp_path))
+    at = compare_page()
+    note = [i.value for i in at.info if i.value.startswith("No seeds yet")]
+    assert len(note) == 1 and note[0].count(". ") == 0  # one sentence
+    assert at.toggle(key="_cmpseeds").disabled

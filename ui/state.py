@@ -38,6 +38,8 @@ SETTINGS: dict[str, tuple[Callable, Any]] = {
     "step": (int, 1),  # the guided tour's step (pages/tour.py)
     "present": (int, 0),  # 1: presenter mode (ui/presenter.py)
     "cmpset": (str, "types"),
+    "cmpcols": (str, "types"),  # "seeds": the Compare page shows the seeds of one type (issue 19)
+    "cmpseedtype": (str, None),  # that type, arch/attention/residual
 }
 PREFERRED_CHECKPOINT = "attention56_mixed_arl"
 _STATE_KEY = "_resattn_app_state"
