@@ -32,14 +32,21 @@ def wait_step(tab, n: int) -> None:
     (Streamlit marks those data-stale while the new run has not replaced them)."""
     tab.wait_for_function("n => { const h = document.querySelector('h2'); return h && h.innerText.trim()"
                           ".startsWith(n + ' · ') && !document.querySelector('[data-stale=\"true\"]'); }",
-                          arg=n, timeout=120_000)
-    settle(tab)
-    tab.wait_for_function("() => !document.querySelector('[data-stale=\"true\"]')", timeout=120_000)
+                          arg=n, timeout=300_000)
+    wait_charts(tab, 1)  # every step has a live figure
 
 
 def no_exception(tab) -> None:
     boxes = tab.locator('[data-testid="stException"]')
     assert boxes.count() == 0, boxes.first.inner_text()
+
+
+def wait_charts(tab, n: int = 1) -> None:
+    """Until at least n charts are drawn and nothing is stale (a busy server can leave a
+    quiet gap without a spinner, which `settle` alone may take for the end of the run)."""
+    tab.wait_for_function("n => document.querySelectorAll('[data-testid=\"stPlotlyChart\"] .main-svg').length >= n"
+                          " && !document.querySelector('[data-stale=\"true\"]')", arg=n, timeout=300_000)
+    settle(tab)
 
 
 def charts_drawn(tab) -> int:
@@ -77,7 +84,9 @@ def expected_opening_photo(folder) -> tuple[str, str | None]:
 def test_a_first_visit_opens_on_a_photo_the_network_gets_right(server, page, checkpoint_folder):
     image_id, truth = expected_opening_photo(checkpoint_folder)
     page.goto(server)
-    settle(page)
+    page.wait_for_function("() => [...document.querySelectorAll('h3')].some(h => h.innerText.startsWith('Prediction:'))",
+                           timeout=300_000)
+    wait_charts(page, 2)
     no_exception(page)
     assert query(page)["img"] == image_id
     sidebar = page.locator('[data-testid="stSidebar"]').inner_text()
@@ -114,7 +123,7 @@ def test_the_tour_steps_through_and_ends_on_compare(server, page):
     wait_step(page, STEPS)
     page.locator(".st-key-tour_next button").first.click()  # "Open Compare"
     wait_title(page, "Compare attention types")
-    settle(page)
+    wait_charts(page, 2)
     check_page(page, "Compare attention types")
 
 
@@ -170,7 +179,7 @@ def test_presenter_mode(server, page):
     # Another page keeps the mode; its model colours have no red-green pair.
     page.locator('[data-testid="stTopNav"]').get_by_text("Compare attention types", exact=True).click()
     wait_title(page, "Compare attention types")
-    settle(page)
+    wait_charts(page, 2)
     no_exception(page)
     assert query(page)["present"] == "1"
     colours = set(page.evaluate("() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(g => "

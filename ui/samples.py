@@ -129,7 +129,8 @@ def _first_confident(path: str, stamp: tuple, device: str, size: int) -> str | N
     mean, std = card.get("mean") or IMAGENET_MEAN, card.get("std") or IMAGENET_STD
     x = torch.cat([data.preprocess(Image.fromarray(array), size, mean, std) for array in gallery[0]]).to(device)
     labels = [classes.index(truth) if truth in classes else -1 for truth in gallery[1]]
-    index = teaching.first_confident(model, x, labels, threshold=teaching.DEFAULT_THRESHOLD)
+    # Small batches: the first photo usually qualifies, so a first visit pays for a few images, not all.
+    index = teaching.first_confident(model, x, labels, threshold=teaching.DEFAULT_THRESHOLD, batch_size=4)
     return None if index is None else f"imagenette:{index}"
 
 
