@@ -42,7 +42,7 @@ set_kinds = [consistency.type_of(consistency.config_label(entry.card)) for _, en
 seeded = [kind for kind in set_kinds if kind in seeds]
 current_kind = consistency.type_of(consistency.config_label(app.entry.card)) if app.entry.card else None
 state.ensure_choice("cmpcols", ["types", "seeds"], "types")
-seed_controls = st.columns([1.3, 1.7, 2.0])
+seed_controls = st.columns([2.0, 1.7, 1.3])
 seed_controls[0].toggle("Seeds of one type in place of the types",
                         value=bool(seeded) and st.session_state["cmpcols"] == "seeds",
                         key="_cmpseeds", disabled=not seeded,

@@ -357,7 +357,7 @@ def grid_headers(at) -> list[str]:
 def test_compare_panel_sets_seeds_beside_types_and_the_toggle_shows_the_seeds(seeded_app):
     at = compare_page()
     assert "How different is different?" in [h.value for h in at.header]
-    assert [s.value for s in at.subheader][:2] == ["This image", "Over the dataset (6 val images)"]
+    assert [s.value for s in at.subheader][:2] == ["This image", "Over the dataset (6 images)"]
     image_table, dataset_table = (t.value for t in at.dataframe[:2])
     assert list(image_table.columns) == ["stage", "seeds of A56 mixed ARL", "vs A56 channel ARL",
                                          "vs A56 spatial ARL", "vs A56 mixed NAL"]

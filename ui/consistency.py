@@ -8,6 +8,7 @@ list stays the zoo; the dataset table is docs/consistency/consistency.csv (or
 $RESATTN_CONSISTENCY)."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -68,6 +69,15 @@ def dataset_rows() -> tuple[list[dict] | None, Path]:
         return None, path
     st_ = path.stat()
     return _dataset_rows(str(path), (st_.st_size, st_.st_mtime_ns)), path
+
+
+def _source(csv_path: Path) -> str:
+    """"val images" when the run beside the CSV says it traced the pack, else "images"."""
+    try:
+        run = json.loads(csv_path.with_name("consistency_run.json").read_text())
+    except (OSError, ValueError):
+        return "images"
+    return "val images" if str(run.get("images")) == "pack" or str(run.get("images")).endswith(".npz") else "images"
 
 
 def _cell(similarity) -> str:
@@ -132,7 +142,7 @@ def panel(app, reference: str | None, seeds: dict, nets: list, entry_of: dict, s
         st.info(f"No dataset table at `{path}` yet: `{COMMAND}` makes it (or set RESATTN_CONSISTENCY to one).")
         return
     n_images = min((r["n_images"] for r in rows), default=0)
-    st.subheader(f"Over the dataset ({n_images} val images)")
+    st.subheader(f"Over the dataset ({n_images} {_source(path)})")
     table, comparisons = consistency.stage_table(rows, reference, others, reduction)
     if not any(line["seeds"] for line in table):
         st.info(f"The dataset table `{path}` has no seeds of {ref_label} for this reduction: make it again with "
