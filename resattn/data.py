@@ -45,15 +45,16 @@ def class_name(folder: str) -> str:
 
 
 def pack_candidates(path: str | os.PathLike | None = None) -> list[Path]:
-    """Where the pack is looked for, in order: the argument, $RESATTN_DATA, then
-    ../shared/data beside the project (the layout of this repository's workspace)."""
-    places = []
-    if path:
-        places.append(Path(path))
-    if os.environ.get("RESATTN_DATA"):
-        places.append(Path(os.environ["RESATTN_DATA"]))
+    """Where the pack is looked for: the argument if there is one, else $RESATTN_DATA if set,
+    else ../shared/data beside the project (the layout of this repository's workspace). A
+    named place is the only place: a typo must not silently fall back to another pack."""
     project = Path(__file__).resolve().parents[1]
-    places += [project.parent / "shared" / "data" / PACK_NAME, Path.cwd().parent / "shared" / "data" / PACK_NAME]
+    if path:
+        places = [Path(path)]
+    elif os.environ.get("RESATTN_DATA"):
+        places = [Path(os.environ["RESATTN_DATA"])]
+    else:
+        places = [project.parent / "shared" / "data" / PACK_NAME, Path.cwd().parent / "shared" / "data" / PACK_NAME]
     # A folder means "the pack inside it".
     places = [p / PACK_NAME if p.is_dir() and (p / PACK_NAME).is_file() else p for p in places]
     return list(dict.fromkeys(places))

@@ -213,3 +213,16 @@ def test_preprocessing_by_hand():
     torch.testing.assert_close(x[0], by_hand, rtol=0, atol=1e-5)
     y = eval_transform(SIZE, MEAN, STD)(torch.from_numpy(array).permute(2, 0, 1))
     torch.testing.assert_close(y, x[0], rtol=0, atol=1e-6)
+
+
+def test_a_named_pack_that_does_not_exist_is_an_error_not_a_fallback(tmp_path, monkeypatch):
+    """A typo in --data (or RESATTN_DATA) must not silently evaluate on the default pack."""
+    from resattn.data import find_pack
+    from resattn.errors import ResattnError
+
+    missing = tmp_path / "typo.npz"
+    with pytest.raises(ResattnError, match="typo.npz"):
+        find_pack(missing)
+    monkeypatch.setenv("RESATTN_DATA", str(missing))
+    with pytest.raises(ResattnError, match="typo.npz"):
+        find_pack()
