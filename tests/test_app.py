@@ -499,3 +499,12 @@ def test_eight_threads_tracing_different_images_each_get_their_own_result(zoo_en
     assert same == 8
     assert len({r.tobytes() for r in results.values()}) == 8
     assert count_hooks(cached_model) == 0
+
+
+def test_the_flagship_opens_when_present_then_the_zoo_mixed_arl():
+    from ui.state import default_checkpoint
+
+    assert default_checkpoint(["attention56_mixed_arl", "attention56_mixed_arl_e100", "x"]) == \
+        "attention56_mixed_arl_e100"
+    assert default_checkpoint(["a", "attention56_mixed_arl"]) == "attention56_mixed_arl"
+    assert default_checkpoint(["b", "a"]) == "b"

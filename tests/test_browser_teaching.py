@@ -65,10 +65,10 @@ def expected_opening_photo(folder) -> tuple[str, str | None]:
     import resattn
     from resattn import data, teaching
     from ui.cards import untrained
-    from ui.state import PREFERRED_CHECKPOINT
+    from ui.state import default_checkpoint
 
     names = sorted(p.stem for p in folder.glob("*.safetensors"))
-    name = PREFERRED_CHECKPOINT if PREFERRED_CHECKPOINT in names else names[0]
+    name = default_checkpoint(names)
     model, card = resattn.load_checkpoint(folder / name)
     if not data.pack_available() or untrained(card):
         return "sample:chelsea", None

@@ -13,10 +13,6 @@ UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "tif", "tiff", "webp", "ppm"
 SOURCES = ("Sample gallery", "Upload", "Camera")
 
 
-def _default_checkpoint(names: list[str]) -> str:
-    return state.PREFERRED_CHECKPOINT if state.PREFERRED_CHECKPOINT in names else names[0]
-
-
 def _checkpoint_picker(app: state.AppState) -> None:
     folder = app.folder
     if not folder.is_dir():
@@ -31,7 +27,7 @@ def _checkpoint_picker(app: state.AppState) -> None:
     else:
         by_name = {e.name: e for e in usable}
         names = list(by_name)
-        state.ensure_choice("ckpt", names, _default_checkpoint(names))
+        state.ensure_choice("ckpt", names, state.default_checkpoint(names))
         st.selectbox("Checkpoint", names, key="ckpt",
                      format_func=lambda n: f"{n} — {describe(by_name[n].card)}",
                      help="Every checkpoint in the checkpoint folder whose card and weights read. "

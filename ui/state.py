@@ -41,7 +41,13 @@ SETTINGS: dict[str, tuple[Callable, Any]] = {
     "cmpcols": (str, "types"),  # "seeds": the Compare page shows the seeds of one type (issue 19)
     "cmpseedtype": (str, None),  # that type, arch/attention/residual
 }
-PREFERRED_CHECKPOINT = "attention56_mixed_arl"
+# The checkpoint a session opens on: the first of these that the folder has (the flagship, then
+# the zoo's mixed + ARL), else the first by name.
+PREFERRED_CHECKPOINTS = ("attention56_mixed_arl_e100", "attention56_mixed_arl")
+
+
+def default_checkpoint(names: list[str]) -> str:
+    return next((name for name in PREFERRED_CHECKPOINTS if name in names), names[0])
 _STATE_KEY = "_resattn_app_state"
 _FAILED_KEY = "_resattn_failed_checkpoints"
 
