@@ -114,6 +114,13 @@ def test_maps_of_different_sizes_are_compared_on_the_coarser_grid():
     assert values[(1, "mean")] == pytest.approx(np.ones(3))  # the fine map, averaged to 8 x 8, is the coarse one
 
 
+def test_ties_are_broken_alike_on_both_sides():
+    """Two equal maps with ties (a saturated mask) rank alike: ρ = 1, not a random value."""
+    tied = np.zeros((2, 8, 8), dtype=np.float32)
+    tied[:, :4] = 1.0
+    assert C.pair_spearman({(2, "mean"): tied}, {(2, "mean"): tied.copy()})[(2, "mean")] == pytest.approx([1.0, 1.0])
+
+
 def test_grouping_pairs_only_networks_of_one_recipe_with_seeds(tmp_path):
     save_net(tmp_path, "mixed_s0", seed=0)
     save_net(tmp_path, "mixed_s1", seed=1)
