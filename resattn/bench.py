@@ -481,10 +481,8 @@ def run_profile(plan: Plan, device: torch.device, *, log: Callable[[str], None])
 
 
 # The re-render probe runs in its own interpreter: the app's modules import streamlit, and
-# resattn must not (nor should a page's caches leak into the timings above). It tries, in
-# order: a function `render_from_cache()` in ui/explorer.py (called directly, outside a
-# Streamlit run), then AppTest on app.py switched to pages/explorer.py (or on the page
-# alone), and prints one JSON line.
+# resattn must not (nor should a page's caches leak into the timings above). It runs AppTest
+# on app.py switched to pages/explorer.py (or on the page alone) and prints one JSON line.
 _RERENDER_PROBE = r'''
 import json, statistics, sys, time
 from pathlib import Path
@@ -503,15 +501,6 @@ def median_ms(fn, n):
         times.append(1000 * (time.perf_counter() - start))
     return statistics.median(times), times
 
-render = None
-if (root / "ui" / "explorer.py").is_file():
-    import importlib
-    render = getattr(importlib.import_module("ui.explorer"), "render_from_cache", None)
-if render is not None:
-    first, _ = median_ms(render, 1)
-    cached, times = median_ms(render, reruns)
-    report(status="measured", method="ui.explorer.render_from_cache()", first_ms=first, cached_ms=cached,
-           cached_runs_ms=times)
 page, entry = root / "pages" / "explorer.py", root / "app.py"
 if not page.is_file():
     report(status="not measured (app page not found)")

@@ -117,16 +117,6 @@ def load_pack(path: str | os.PathLike | None = None, split: str = "train", limit
                         classes, [str(files[i]) for i in keep])
 
 
-def pack_image(index: int, path: str | os.PathLike | None = None, split: str = "val") -> tuple[Image.Image, str, str]:
-    """One photo of the pack as a PIL image with its class name and file name, decoded on
-    demand (for galleries; nothing is copied out of the pack)."""
-    with np.load(find_pack(path), allow_pickle=False) as d:
-        rows = np.flatnonzero(d["split"] == (0 if split == "train" else 1))
-        i = int(rows[index])
-        data = d["jpeg"][d["offsets"][i]:d["offsets"][i + 1]].tobytes()
-        return Image.open(io.BytesIO(data)).convert("RGB"), str(d["class_names"][d["labels"][i]]), str(d["files"][i])
-
-
 def load_folder(root: str | os.PathLike, size: int = 128, limit: int | None = None) -> ImageSet:
     """An ImageFolder tree (`root/<class>/*.jpg`), every image decoded once through
     `resattn.load_image` and squashed to size x size like the pack. Unreadable files are

@@ -271,14 +271,6 @@ def panels_figure(panels: Sequence[Panel], *, height: int = 380, font_size: int 
     return go.Figure(data=data, layout=layout)
 
 
-def map_figure(z: np.ndarray, *, title: str = "", zmin: float, zmax: float, colorscale: str = MASK_SCALE,
-               colorbar_title: str = "", value_name: str = "value", height: int = 380,
-               font_size: int = FONT_SIZE) -> go.Figure:
-    """One map with its colour bar."""
-    return panels_figure([Panel(title, z, zmin, zmax, colorscale, colorbar_title, value_name)],
-                         height=height, font_size=font_size)
-
-
 def overlay_figure(image: np.ndarray, z: np.ndarray, *, opacity: float, zmin: float, zmax: float,
                    colorscale: str = MASK_SCALE, title: str | None = None, colorbar_title: str = "M",
                    value_name: str = "M", height: int = 440, font_size: int = FONT_SIZE) -> go.Figure:

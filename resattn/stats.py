@@ -7,8 +7,6 @@ charts show the numbers to people who will ask what they mean.
 from __future__ import annotations
 
 import math
-import threading
-from contextlib import ExitStack
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -201,22 +199,19 @@ def mask_logits(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tenso
     Used to show what each activation (mixed / channel / spatial) makes of the same logits.
     Hooks are removed afterwards; passes on one model are serialised with `trace`'s lock and
     the hook ignores forward passes of other threads. A model without attention gives {}."""
-    from .trace import attention_modules, model_lock
+    from .hooks import Hook, forward_hooks
+    from .model import attention_modules
 
-    thread = threading.get_ident()
     found: dict[str, torch.Tensor] = {}
-    with model_lock(model), ExitStack() as hooks:
-        for name, module in attention_modules(model):
-            if module.soft_mask_branch is None:
-                continue
-
+    hooks = []
+    for name, module in attention_modules(model):
+        if module.soft_mask_branch is not None:
             def on_activation(mod, args, name=name):
-                if threading.get_ident() == thread:
-                    found[name] = args[0].detach()
+                found[name] = args[0].detach()
 
-            hooks.callback(module.soft_mask_branch.activation.register_forward_pre_hook(on_activation).remove)
-        with torch.inference_mode():
-            model(images)
+            hooks.append(Hook(module.soft_mask_branch.activation, on_activation, pre=True))
+    with forward_hooks(model, hooks), torch.inference_mode():
+        model(images)
     return found
 
 

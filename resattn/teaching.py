@@ -10,8 +10,6 @@ functions of a model and an image, no Streamlit.
 """
 from __future__ import annotations
 
-import threading
-from contextlib import ExitStack
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +17,8 @@ from torch import nn
 
 from .analysis.reduce import channel_energy
 from .errors import ResattnError
-from .trace import attention_modules, model_lock
+from .hooks import Hook, forward_hooks, model_lock
+from .model import attention_modules
 
 DEFAULT_THRESHOLD = 0.8
 
@@ -65,19 +64,18 @@ class Step:
 def _record(model: nn.Module, x: torch.Tensor, spots: list[tuple[nn.Module, str, bool]]) -> list[Step]:
     """One forward pass of `x` recording, in the order they happen, the output (or, with
     pre=True, the input) of every module in `spots` (module, label, pre). Hooks are removed
-    afterwards, ignore other threads' passes and hold the model's lock like resattn.trace."""
-    thread = threading.get_ident()
+    afterwards, ignore other threads' passes and hold the model's lock (resattn.hooks)."""
     steps: list[Step] = []
-    with model_lock(model), ExitStack() as hooks, torch.inference_mode():
-        for module, label, pre in spots:
-            def keep(tensor, label=label):
-                if threading.get_ident() == thread:
-                    steps.append(Step(label, tensor[0].detach().float().cpu().clone()))
 
-            if pre:
-                hooks.callback(module.register_forward_pre_hook(lambda m, args, keep=keep: keep(args[0])).remove)
-            else:
-                hooks.callback(module.register_forward_hook(lambda m, args, out, keep=keep: keep(out)).remove)
+    def keeper(label: str):
+        def keep(tensor):
+            steps.append(Step(label, tensor[0].detach().float().cpu().clone()))
+        return keep
+
+    hooks = [Hook(module, (lambda m, args, keep=keeper(label): keep(args[0])), pre=True) if pre
+             else Hook(module, lambda m, args, out, keep=keeper(label): keep(out))
+             for module, label, pre in spots]
+    with forward_hooks(model, hooks), torch.inference_mode():
         model(x)
     return steps
 

@@ -1,23 +1,23 @@
 """One forward pass that records, for every attention module, its input, trunk output T,
 soft mask M (after the activation) and combination H = (1+M)·T or M·T.
 
-Hooks are registered for the duration of one call and always removed (also when the forward
-pass raises). Calls on the same model are serialised by a per-model lock, and the hooks
-ignore forward passes made by other threads, so several threads (Streamlit sessions) may
-trace and run models at once.
+Hooks go through `resattn.hooks.forward_hooks`: registered for the duration of one call and
+always removed (also when the forward pass raises); calls on the same model are serialised
+by a per-model lock, and the hooks ignore forward passes made by other threads, so several
+threads (Streamlit sessions) may trace and run models at once.
 """
 from __future__ import annotations
 
-import threading
-import weakref
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from .errors import ResattnError
-from .model import AttentionModule
+from .hooks import Hook, forward_hooks, model_lock
+from .model import attention_modules
+
+__all__ = ["ModuleRecord", "Trace", "attention_modules", "model_lock", "module_order", "trace"]
 
 
 @dataclass
@@ -64,36 +64,6 @@ def module_order(name: str) -> tuple[int, int]:
     return (int(stage), int(index)) if stage.isdigit() and index.isdigit() else (10**6, 0)
 
 
-_locks: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
-_locks_guard = threading.Lock()
-
-
-def model_lock(model: nn.Module) -> threading.RLock:
-    """The lock that serialises hooked passes on `model` (also used by interventions)."""
-    with _locks_guard:
-        return _locks.setdefault(model, threading.RLock())
-
-
-def attention_modules(model: nn.Module) -> list[tuple[str, AttentionModule]]:
-    """(qualified name, module) for every attention module, in forward order, as
-    `named_modules()` would list them. Attention modules do not nest, so the walk skips their
-    insides: every trace does this walk, and the full one costs ~0.5 ms on Attention-56."""
-    if isinstance(model, AttentionModule):
-        return [("", model)]
-    found: list[tuple[str, AttentionModule]] = []
-
-    def walk(module: nn.Module, prefix: str) -> None:
-        for name, child in module.named_children():
-            qualified = f"{prefix}.{name}" if prefix else name
-            if isinstance(child, AttentionModule):
-                found.append((qualified, child))
-            else:
-                walk(child, qualified)
-
-    walk(model, "")
-    return found
-
-
 def trace(model: nn.Module, images: torch.Tensor, *, grad: bool = False) -> Trace:
     """Run `images` (N x 3 x H x W float) through `model` once and record every attention
     module. Under `torch.inference_mode` unless `grad=True` (then the records stay in the
@@ -102,41 +72,29 @@ def trace(model: nn.Module, images: torch.Tensor, *, grad: bool = False) -> Trac
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ResattnError(f"trace needs images as a float tensor N x 3 x H x W, got {shape}; "
                            "preprocess the image first (resattn.data.preprocess).")
-    thread = threading.get_ident()
     records: list[ModuleRecord] = []
+    hooks: list[Hook] = []
+    for name, module in attention_modules(model):
+        record = ModuleRecord(name, module.stage)
+        records.append(record)
 
-    def mine() -> bool:
-        return threading.get_ident() == thread
+        def on_input(mod, args, record=record):
+            record.input = args[0]
 
-    with model_lock(model), ExitStack() as hooks:
-        for name, module in attention_modules(model):
-            record = ModuleRecord(name, module.stage)
-            records.append(record)
+        def on_trunk(mod, args, out, record=record, has_mask=module.soft_mask_branch is not None):
+            record.trunk = out
+            if not has_mask:
+                record.output = out  # no mask branch: H = T
 
-            def on_input(mod, args, record=record):
-                if mine():
-                    record.input = args[0]
+        def on_mask(mod, args, out, record=record):
+            record.mask = out
 
-            def on_trunk(mod, args, out, record=record, has_mask=module.soft_mask_branch is not None):
-                if mine():
-                    record.trunk = out
-                    if not has_mask:
-                        record.output = out  # no mask branch: H = T
+        def on_output(mod, args, out, record=record):
+            record.output = out
 
-            def on_mask(mod, args, out, record=record):
-                if mine():
-                    record.mask = out
-
-            def on_output(mod, args, out, record=record):
-                if mine():
-                    record.output = out
-
-            hooks.callback(module.register_forward_pre_hook(on_input).remove)
-            hooks.callback(module.trunk.register_forward_hook(on_trunk).remove)
-            if module.soft_mask_branch is not None:
-                hooks.callback(module.soft_mask_branch.register_forward_hook(on_mask).remove)
-                hooks.callback(module.attention_residual.register_forward_hook(on_output).remove)
-        context = torch.enable_grad() if grad else torch.inference_mode()
-        with context:
-            logits = model(images)
+        hooks += [Hook(module, on_input, pre=True), Hook(module.trunk, on_trunk)]
+        if module.soft_mask_branch is not None:
+            hooks += [Hook(module.soft_mask_branch, on_mask), Hook(module.attention_residual, on_output)]
+    with forward_hooks(model, hooks), (torch.enable_grad() if grad else torch.inference_mode()):
+        logits = model(images)
     return Trace(logits, records)

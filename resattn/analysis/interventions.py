@@ -22,14 +22,13 @@ Modes (`INTERVENTIONS`):
                   This runs on a deep copy; the caller's model is never modified.
 
 The replacement is a forward hook on the module's `soft_mask_branch` that returns the new
-mask, so `attention_residual` (and `trace`'s record of M and H) sees the replaced mask. The
-hook holds `resattn.trace.model_lock(model)`, acts only on the calling thread's forward
-passes, and is removed when the block ends, also when it raises.
+mask, so `attention_residual` (and `trace`'s record of M and H) sees the replaced mask. It
+goes through `resattn.hooks.forward_hooks`: it holds the model's lock, acts only on the
+calling thread's forward passes, and is removed when the block ends, also when it raises.
 """
 from __future__ import annotations
 
 import copy
-import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
@@ -39,7 +38,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ResattnError
-from ..trace import Trace, attention_modules, model_lock, trace
+from ..hooks import Hook, forward_hooks, model_lock
+from ..model import attention_modules
+from ..trace import Trace, trace
 
 INTERVENTIONS = ("zero", "one", "constant", "spatial_mean", "from_image", "randomise")
 INTERVENTION_LABELS = {
@@ -98,19 +99,8 @@ def replaced_mask(model: nn.Module, module: str, replace: Callable[[torch.Tensor
     """Within the block, the soft mask of attention module `module` is `replace(M)` for
     forward passes made by this thread. Nests with `trace` (same re-entrant lock)."""
     branch = _attention_module(model, module).soft_mask_branch
-    thread = threading.get_ident()
-
-    def hook(mod, args, out):
-        if threading.get_ident() == thread:
-            return replace(out)
-        return None
-
-    with model_lock(model):
-        handle = branch.register_forward_hook(hook)
-        try:
-            yield
-        finally:
-            handle.remove()
+    with forward_hooks(model, [Hook(branch, lambda mod, args, out: replace(out))]):
+        yield
 
 
 def randomise_mask_branches(model: nn.Module, modules: list[str], seed: int = 0) -> nn.Module:

@@ -71,3 +71,23 @@ class AttentionModule(nn.Module):
         if self.soft_mask_branch is not None:
             out = self.attention_residual(out, self.soft_mask_branch(x))
         return self.post(out)
+
+
+def attention_modules(model: nn.Module) -> list[tuple[str, AttentionModule]]:
+    """(qualified name, module) for every attention module, in forward order, as
+    `named_modules()` would list them. Attention modules do not nest, so the walk skips their
+    insides: every trace does this walk, and the full one costs ~0.5 ms on Attention-56."""
+    if isinstance(model, AttentionModule):
+        return [("", model)]
+    found: list[tuple[str, AttentionModule]] = []
+
+    def walk(module: nn.Module, prefix: str) -> None:
+        for name, child in module.named_children():
+            qualified = f"{prefix}.{name}" if prefix else name
+            if isinstance(child, AttentionModule):
+                found.append((qualified, child))
+            else:
+                walk(child, qualified)
+
+    walk(model, "")
+    return found

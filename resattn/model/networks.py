@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import ResattnError
 
-from .attention import AttentionModule
+from .attention import AttentionModule, attention_modules
 from .units import residual_units
 
 
@@ -114,7 +114,7 @@ class ResidualAttentionNetwork(nn.Module):
 
     def attention_modules(self) -> list[tuple[str, AttentionModule]]:
         """(qualified name, module) for every attention module, in forward order."""
-        return [(n, m) for n, m in self.named_modules() if isinstance(m, AttentionModule)]
+        return attention_modules(self)
 
 
 # ---------------------------------------------------------------------------- registry
@@ -124,7 +124,12 @@ DEFAULT_INPUT_SIZE: dict[str, int] = {}
 
 
 def register_model(input_size: int):
+    """Register a network builder under its function name, with its default input size.
+    A name is registered once: a second builder of the same name is refused, not swapped in."""
     def decorator(fn: Callable[..., ResidualAttentionNetwork]):
+        if fn.__name__ in _REGISTRY:
+            raise ResattnError(f"A model named {fn.__name__!r} is already registered; give the new builder "
+                               "another name.")
         _REGISTRY[fn.__name__] = fn
         DEFAULT_INPUT_SIZE[fn.__name__] = input_size
         return fn
