@@ -325,13 +325,7 @@ class Trainer:
                        f"(step {self.step} of the next); not the final model")
         else:
             weights = "trained with resattn.train (see recipe)"
-        # Rebuilt from the run's settings, not from this process's argv: a run resumed over
-        # several sessions records the command that trains it from scratch.
-        # Every training setting is spelled out (defaults may change); operational flags are not.
-        command = "python -m resattn.train " + " ".join(
-            f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in vars(a).items()
-            if k not in ("resume", "snapshot", "stop_after", "workers", "device")
-            and v is not None and v is not False and not (k == "synthetic" and v == 0))
+        command = recipe_command(a)
         card = {
             "arch": a.model, "attention": a.attention, "residual": a.residual, "width": a.width,
             "classes": self.classes, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
@@ -358,6 +352,17 @@ class Trainer:
         path = save_checkpoint(dest if snapshot else self.out / name, self.final_model, card)
         print(f"saved {path} (val top-1 {metrics['top1']:.2f} %)")
         return path
+
+
+def recipe_command(args: argparse.Namespace) -> str:
+    """The command that trains this run from scratch, rebuilt from the run's settings rather
+    than this process's argv (a run resumed over several sessions was started with
+    --resume). Every training setting is spelled out, since defaults may change; operational
+    flags (resume, device, workers, ...) are not."""
+    return "python -m resattn.train " + " ".join(
+        f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in vars(args).items()
+        if k not in ("resume", "snapshot", "stop_after", "workers", "device")
+        and v is not None and v is not False and not (k == "synthetic" and v == 0))
 
 
 def check_writable(out: Path, need_bytes: int = 200 * 1024 * 1024) -> None:
