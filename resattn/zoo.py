@@ -36,8 +36,8 @@ def zoo_order(name: str, card: dict) -> tuple:
 
 
 def table(folder: str | Path = "checkpoints") -> str:
-    rows = ["| checkpoint | attention | residual | params | MACs | val top-1 | epochs | train time | hardware |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| checkpoint | attention | residual | params | MACs | val top-1 | epochs | precision | train time | hardware |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for stem, card in sorted(list_checkpoints(folder), key=lambda sc: zoo_order(sc[0].name, sc[1])):
         params, macs = count(card)
         recipe, metrics = card.get("recipe", {}), card.get("metrics", {})
@@ -45,7 +45,8 @@ def table(folder: str | Path = "checkpoints") -> str:
         wall = f"{recipe['wall_time_s'] / 60:.0f} min" if "wall_time_s" in recipe else "—"
         rows.append(f"| {stem.name} | {card['attention']} | {card['residual'] if card['attention'] != 'none' else '—'} "
                     f"| {params / 1e6:.2f} M | {macs / 1e9:.3f} G at {card.get('input_size')} px | {top1} "
-                    f"| {recipe.get('epochs', '—')} | {wall} | {recipe.get('hardware', '—')} |")
+                    f"| {recipe.get('epochs', '—')} | {str(recipe.get('precision', 'fp32')).split()[0]} | {wall} "
+                    f"| {recipe.get('hardware', '—')} |")
     return "\n".join(rows)
 
 
