@@ -10,6 +10,7 @@ run: .stamp-runtime
 	$(BIN)/streamlit run app.py --server.port $(PORT)
 
 test: .stamp-dev
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: .stamp-runtime

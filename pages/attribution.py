@@ -12,7 +12,8 @@ from resattn import analysis
 from resattn import figures_analysis as fa
 from resattn.analysis.agreement import METRIC_LABELS
 from resattn.analysis.nulls import DEFAULT_GRID, image_agreement
-from resattn.analysis.reduce import ANALYSIS_REDUCTION_LABELS as REDUCTIONS, to_image_size
+from resattn.analysis.reduce import ANALYSIS_REDUCTION_LABELS as REDUCTIONS
+from resattn.analysis.reduce import to_image_size
 from resattn.analysis.significance import agreement_summary, agreement_verdict, image_agreement_verdict
 from resattn.errors import ResattnError
 from ui import analysis_cache as analysed

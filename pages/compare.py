@@ -10,8 +10,9 @@ import pandas as pd
 import streamlit as st
 
 from resattn import consistency, figures, stats
+from resattn.analysis.reduce import REDUCE_LABELS as REDUCTIONS
+from resattn.analysis.reduce import REDUCE_MODES
 from resattn.trace import module_order
-from resattn.analysis.reduce import REDUCE_LABELS as REDUCTIONS, REDUCE_MODES
 from ui import cache, export, state
 from ui import consistency as consistency_ui
 from ui.cards import describe, pick_depth, pick_zoo
@@ -130,13 +131,13 @@ all_maps = {label: column_maps(entry, trace) for label, (entry, trace) in traces
 coloraxes, columns = {}, []
 if show == "mask":
     scale = st.session_state["cmpscale"]
-    sigmoid = [l for l, (e, _) in traces.items() if e.card["attention"] in ("mixed", "spatial")]
-    channel = [l for l, (e, _) in traces.items() if e.card["attention"] == "channel"]
+    sigmoid = [lab for lab, (e, _) in traces.items() if e.card["attention"] in ("mixed", "spatial")]
+    channel = [lab for lab, (e, _) in traces.items() if e.card["attention"] == "channel"]
 
     def family_range(labels, fixed):
         if scale == "family":
             return fixed
-        return figures.value_range(*[z for l in labels for z in all_maps[l].values() if z is not None])
+        return figures.value_range(*[z for lab in labels for z in all_maps[lab].values() if z is not None])
 
     families = [(labels, title, colours) for labels, title, colours in
                 ((sigmoid, "M", figures.MASK_SCALE), (channel, "M channel", figures.FEATURE_SCALE)) if labels]
@@ -144,15 +145,15 @@ if show == "mask":
     if scale == "row":
         for r, name in enumerate(modules):
             for slot, (labels, title, colours) in enumerate(families):
-                present = [all_maps[l][name] for l in labels if all_maps[l].get(name) is not None]
+                present = [all_maps[lab][name] for lab in labels if all_maps[lab].get(name) is not None]
                 if not present:
                     continue
                 lo, hi = figures.value_range(*present)
                 axis = f"coloraxis{len(coloraxes) + 1 if coloraxes else ''}"
                 coloraxes[axis] = figures.ColorAxis(lo, hi, title, colours, zmid=0.0 if colours != figures.MASK_SCALE
                                                     and lo < 0 < hi else None, row=r, slot=slot)
-                for l in labels:
-                    mask_axes.setdefault(l, {})[name] = axis
+                for lab in labels:
+                    mask_axes.setdefault(lab, {})[name] = axis
     elif scale == "single":
         coloraxes["coloraxis"] = figures.ColorAxis(-1.0, 1.0, "M", figures.MASK_SCALE)
     else:
@@ -234,5 +235,5 @@ figures_out = {"grid": grid}
 if stats_fig is not None:
     figures_out["statistics"] = stats_fig
 export.downloads(figures_out, "compare", arrays=shown_arrays,
-                 settings_json=app.settings_json(page="compare", models={l: e.name for l, (e, _) in traces.items()}),
+                 settings_json=app.settings_json(page="compare", models={lab: e.name for lab, (e, _) in traces.items()}),
                  key="compare_export")

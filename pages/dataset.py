@@ -190,10 +190,10 @@ if known.any():
 
 per_image = pd.DataFrame({
     "name": stats.names,
-    "true_class": [stats.classes[l] if l >= 0 else "" for l in stats.labels],
+    "true_class": [stats.classes[truth] if truth >= 0 else "" for truth in stats.labels],
     "predicted_class": [stats.classes[p] for p in stats.predictions],
     "probability": stats.probabilities,
-    "correct": [bool(c) if l >= 0 else None for c, l in zip(stats.correct, stats.labels)],
+    "correct": [bool(c) if truth >= 0 else None for c, truth in zip(stats.correct, stats.labels)],
     **{f"concentration_{name}": stats.concentration[:, i] for i, name in enumerate(stats.modules)},
 })
 with st.expander("Every image"):

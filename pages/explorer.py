@@ -6,7 +6,8 @@ import streamlit as st
 import torch
 
 from resattn import figures
-from resattn.analysis.reduce import REDUCE_LABELS as REDUCTIONS, REDUCE_MODES, channel_energy
+from resattn.analysis.reduce import REDUCE_LABELS as REDUCTIONS
+from resattn.analysis.reduce import REDUCE_MODES, channel_energy
 from ui import cache, export, state
 from ui.cards import describe
 

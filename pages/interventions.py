@@ -10,7 +10,8 @@ import streamlit as st
 
 from resattn import analysis
 from resattn import figures_analysis as fa
-from resattn.analysis.reduce import REDUCE_LABELS as REDUCTIONS, REDUCE_MODES
+from resattn.analysis.reduce import REDUCE_LABELS as REDUCTIONS
+from resattn.analysis.reduce import REDUCE_MODES
 from resattn.analysis.significance import band_side, causal_verdict
 from resattn.errors import ResattnError
 from ui import analysis_cache as analysed

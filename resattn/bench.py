@@ -68,8 +68,14 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .checkpoints import (IMAGENET_MEAN, IMAGENET_STD, list_checkpoints, load_checkpoint, model_card,
-                          save_checkpoint)
+from .checkpoints import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    list_checkpoints,
+    load_checkpoint,
+    model_card,
+    save_checkpoint,
+)
 from .data import preprocess
 from .device import pick_device
 from .errors import ResattnError

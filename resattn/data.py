@@ -121,9 +121,10 @@ def load_folder(root: str | os.PathLike, size: int = 128, limit: int | None = No
     """An ImageFolder tree (`root/<class>/*.jpg`), every image decoded once through
     `resattn.load_image` and squashed to size x size like the pack. Unreadable files are
     skipped with a warning rather than stopping a long run."""
-    from .images import load_image
-    from .errors import ImageError
     import warnings
+
+    from .errors import ImageError
+    from .images import load_image
 
     root = Path(root)
     if not root.is_dir():

@@ -719,10 +719,10 @@ def _axis_key(ref: str, kind: str) -> str:
 def to_matplotlib(fig: go.Figure):
     """Redraw a figure made by this module with matplotlib (heatmaps, images, bars, lines,
     shapes, layout images, annotations, colour bars), for PNG/SVG export."""
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
 
     layout = fig.layout
     meta = layout.meta if isinstance(layout.meta, dict) else {}

@@ -21,8 +21,21 @@ from typing import Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from .figures import (FEATURE_SCALE, FONT_SIZE, MASK_SCALE, ColorAxis, CompareColumn, _font, _heatmap,
-                      _image_axes, _layout, _title_annotation, compare_figure, image_uri, value_range)
+from .figures import (
+    FEATURE_SCALE,
+    FONT_SIZE,
+    MASK_SCALE,
+    ColorAxis,
+    CompareColumn,
+    _font,
+    _heatmap,
+    _image_axes,
+    _layout,
+    _title_annotation,
+    compare_figure,
+    image_uri,
+    value_range,
+)
 
 # One colour per map kind on the faithfulness chart (and its table), the same on every page.
 MAP_COLORS = {"mask": "#7b3294", "abs_ig": "#66a61e", "ig": "#1b9e77", "gradcam": "#d95f02", "occlusion": "#e7298a",

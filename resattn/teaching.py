@@ -121,7 +121,7 @@ def mask_branch_steps(model: nn.Module, x: torch.Tensor, module: str) -> list[St
                       False))
     for step, level in enumerate(reversed(range(branch.pools - 1))):
         spots.append((branch.up[level], f"up {step + 1}: bilinear up-sampling + skip + unit", False))
-    spots.append((branch.head, f"up to the input size, two 1×1 convolutions: the mask logits", False))
+    spots.append((branch.head, "up to the input size, two 1×1 convolutions: the mask logits", False))
     spots.append((branch.activation, f"M = f(logits), f = {branch.activation.kind}", False))
     return _record(model, x, spots)
 

@@ -23,8 +23,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from resattn.analysis.significance import (ALPHA, agreement_summary, agreement_verdict, causal_verdict,  # noqa: E402
-                                           format_p, side)
+from resattn.analysis.significance import (  # noqa: E402
+    ALPHA,
+    agreement_summary,
+    agreement_verdict,
+    causal_verdict,
+    format_p,
+    side,
+)
 
 BEGIN, END = "<!-- analysis:begin -->", "<!-- analysis:end -->"
 FULL = 500  # images per checkpoint the issue asks for

@@ -15,9 +15,22 @@ from PIL import Image
 from torch import nn
 
 import resattn
-from resattn.analysis import (agreement, faithfulness, grad_cam, integrated_gradients, intervene, mask_map,
-                              occlusion, pointing_game, reduce_channels, replaced_mask, spearman, to_image_size,
-                              top_region, topk_iou)
+from resattn.analysis import (
+    agreement,
+    faithfulness,
+    grad_cam,
+    integrated_gradients,
+    intervene,
+    mask_map,
+    occlusion,
+    pointing_game,
+    reduce_channels,
+    replaced_mask,
+    spearman,
+    to_image_size,
+    top_region,
+    topk_iou,
+)
 from resattn.analysis import dataset as ds
 from resattn.analysis.faithfulness import pixel_ranks
 from resattn.analysis.interventions import cascade_steps, randomise_mask_branches, randomised_copy

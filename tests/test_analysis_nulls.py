@@ -10,11 +10,23 @@ import torch
 
 from resattn.analysis import study
 from resattn.analysis.agreement import rank_metrics, rng_for, tie_broken_ranks, to_grid, top_region
-from resattn.analysis.nulls import (attribution_ranks, cell_values, mask_ranks, phase_surrogates,
-                                    shuffle_offsets)
+from resattn.analysis.nulls import (
+    attribution_ranks,
+    cell_values,
+    mask_ranks,
+    phase_surrogates,
+    shuffle_offsets,
+)
 from resattn.analysis.reduce import ANALYSIS_REDUCTIONS
-from resattn.analysis.significance import (agreement_verdict, bootstrap_interval, bootstrap_weights, holm,
-                                           null_band, paired_p, side)
+from resattn.analysis.significance import (
+    agreement_verdict,
+    bootstrap_interval,
+    bootstrap_weights,
+    holm,
+    null_band,
+    paired_p,
+    side,
+)
 
 MODULE = "stage1.1"
 GRID = 16

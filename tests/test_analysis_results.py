@@ -29,6 +29,7 @@ def load_script():
 @pytest.fixture(scope="module")
 def report_folder(tmp_path_factory) -> Path:
     from conftest import build_tiny
+
     from resattn.report import main
 
     folder = tmp_path_factory.mktemp("results")

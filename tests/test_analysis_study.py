@@ -12,8 +12,13 @@ from resattn.analysis import study
 from resattn.analysis.attribution import mask_gradients, report_attributions
 from resattn.analysis.dataset import stratified_indices
 from resattn.analysis.faithfulness import faithfulness, impute_fill, smooth_random_map
-from resattn.analysis.reduce import (border_fraction, channel_weights, peak_on_border, variance_kept,
-                                     weighted_map)
+from resattn.analysis.reduce import (
+    border_fraction,
+    channel_weights,
+    peak_on_border,
+    variance_kept,
+    weighted_map,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import build_tiny, count_hooks
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 import resattn
 from resattn.checkpoints import model_card
-
-from conftest import build_tiny, count_hooks
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")

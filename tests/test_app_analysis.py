@@ -13,14 +13,13 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 from PIL import Image
+from test_app import CLASSES, assert_clean, chart, charts, navigation_v2, save_toy, start, values  # noqa: F401
 
 import resattn
 import resattn.data
 from resattn import analysis
 from resattn import figures_analysis as fa
 from resattn.figures import figure_bytes
-
-from test_app import CLASSES, assert_clean, chart, charts, navigation_v2, save_toy, start, values  # noqa: F401
 
 PAGES = ["pages/attribution.py", "pages/interventions.py", "pages/faithfulness.py", "pages/dataset.py"]
 TITLES = ["Masks vs attributions", "Switch a mask off", "Deletion & insertion", "Masks across a dataset"]

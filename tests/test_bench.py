@@ -19,11 +19,25 @@ from torch import nn
 import resattn
 from resattn import ResattnError
 from resattn.bench import (
-    SECTIONS, TARGETS, Plan, evaluate_targets, main as bench_main, measure_rerender, summarise, time_interleaved,
+    SECTIONS,
+    TARGETS,
+    Plan,
+    evaluate_targets,
+    measure_rerender,
+    summarise,
+    time_interleaved,
 )
-from resattn.model.fuse import FusedResidualUnit, PreActivationClamp, _preactivation, fuse_for_inference, \
-    optimise_for_inference
+from resattn.bench import (
+    main as bench_main,
+)
 from resattn.model import AttentionModule, AttentionResidual, SoftMaskBranch
+from resattn.model.fuse import (
+    FusedResidualUnit,
+    PreActivationClamp,
+    _preactivation,
+    fuse_for_inference,
+    optimise_for_inference,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = ("input", "trunk", "mask", "output")

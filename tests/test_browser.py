@@ -364,11 +364,11 @@ def test_clicking_a_block_of_the_network_diagram_opens_that_module(server, page)
 def test_eight_sessions_at_once_each_see_their_own_result(server, browser, checkpoint_folder, reliability):
     """Eight tabs (separate sessions) load different images and checkpoints at the same
     time; each must show the prediction computed here, in-process, for its own pair."""
-    import resattn
-    import resattn.data
     import skimage.data
     import torch
 
+    import resattn
+    import resattn.data
     from ui.samples import SKIMAGE_SAMPLES
 
     names = sorted(p.stem for p in checkpoint_folder.glob("*.safetensors"))
@@ -432,9 +432,10 @@ def skimage_photo(name: str) -> Image.Image:
 
 def expected_heading(checkpoint_folder: Path, ckpt: str, image: Image.Image) -> str:
     """The overview's "Prediction: class (p %)" for `image`, computed here, in-process."""
+    import torch
+
     import resattn
     import resattn.data
-    import torch
 
     model, card = resattn.load_checkpoint(checkpoint_folder / ckpt)
     x = resattn.data.preprocess(image, card["input_size"], card["mean"], card["std"])
@@ -550,7 +551,6 @@ def test_the_gallery_use_button_switches_the_photo(server, page, checkpoint_fold
     class when the pack is there); "Use" on one makes it the image, with the prediction
     computed here for that photo."""
     import resattn.data
-
     from ui.samples import PACK_PER_CLASS, SKIMAGE_SAMPLES
 
     page.goto(f"{server}/?img=sample:chelsea&ckpt=attention56_mixed_arl", timeout=GOTO_MS)

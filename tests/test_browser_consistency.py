@@ -5,7 +5,6 @@ before the real seeds are trained)."""
 from __future__ import annotations
 
 import pytest
-
 from test_browser import browser, page, screenshot, server, settle, wait_title  # noqa: F401
 from test_consistency import seed_zoo
 

@@ -11,9 +11,7 @@ import re
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-
-from test_browser import (browser, check_page, checkpoint_folder, page, screenshot,  # noqa: F401
-                          server, settle, wait_title)
+from test_browser import browser, check_page, checkpoint_folder, page, screenshot, server, settle, wait_title  # noqa: F401
 
 pytestmark = pytest.mark.browser
 STEPS = 9

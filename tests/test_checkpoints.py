@@ -14,13 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_CLASSES, build_tiny, peak_rss_during, toy_card
 from safetensors.torch import load_file, save_file
 
 import resattn
 from resattn import CheckpointError
 from resattn.checkpoints import list_checkpoints, read_card
-
-from conftest import TINY_CLASSES, build_tiny, peak_rss_during, toy_card
 
 
 def logits_of(model, seed: int = 0) -> torch.Tensor:

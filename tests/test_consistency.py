@@ -9,21 +9,19 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import build_tiny
 from PIL import Image
+from test_app import navigation_v2  # noqa: F401 (autouse: AppTest reruns go through app.py, as a server's do)
 
 import resattn
 from resattn import consistency as C
 from resattn.checkpoints import FP16_STORAGE, export_fp16, fp16_state, fp16_top1, model_card
 from resattn.data import ImageSet, synthetic_set
-
-from conftest import build_tiny
-from test_app import navigation_v2  # noqa: F401 (autouse: AppTest reruns go through app.py, as a server's do)
 
 CLASSES = ["tench", "church", "parachute", "golf ball"]
 SIZE = 64

@@ -15,14 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import build_tiny
 from PIL import Image
 
 import resattn
 from resattn import data
 from resattn.checkpoints import model_card
 from resattn.errors import ResattnError
-
-from conftest import build_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 WNIDS = ("n01440764", "n03028079", "n03888257")  # tench, church, parachute

@@ -11,14 +11,13 @@ import threading
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_CLASSES, build_tiny, count_hooks, run_in_threads, toy_card
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 import resattn
 from resattn import CheckpointError, ImageError, ResattnError
-
-from conftest import TINY_CLASSES, build_tiny, count_hooks, run_in_threads, toy_card
 
 # Pillow warns (UserWarning) about the corrupt files these tests feed it; that is expected.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

@@ -18,15 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-import resattn
-from resattn import ImageError
-
 from conftest import build_tiny, count_hooks, peak_rss_during, rss_bytes
+from PIL import Image
 from test_app import assert_clean, chart, navigation_v2, png_bytes, start, toy_zoo, use_upload, zoo_env  # noqa: F401
 from test_images import PDF, SVG, encode, noisy_rgb, png_declaring
 from test_train import TINY, run_train
+
+import resattn
+from resattn import ImageError
 
 ROOT = Path(__file__).resolve().parents[1]
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
@@ -149,7 +148,6 @@ def test_image_case_through_the_app_uploader(case, zoo_env, reliability):  # noq
     prediction the library computes for the same decoded image, or an st.error with a
     sentence and the sample photo instead; the next upload is then served normally."""
     from ui import cache
-
     from ui.sidebar import UPLOAD_TYPES
 
     name, make, expected, check = IMAGE_CASES[case]

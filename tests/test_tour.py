@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import build_tiny
+from test_app import CLASSES, assert_clean, charts, navigation_v2, save_toy, start, toy_zoo, zoo_env  # noqa: F401
 from torch import nn
 
 import resattn
 from resattn import figures, teaching
 from resattn.errors import ResattnError
-
-from conftest import build_tiny
-from test_app import (CLASSES, assert_clean, charts, navigation_v2, save_toy, start, toy_zoo,  # noqa: F401
-                      zoo_env)
 
 TOUR = "pages/tour.py"
 STEPS = 9

@@ -331,7 +331,6 @@ def faithfulness_curve(key: tuple, image, spec: tuple, target: int, *, steps: in
 @st.cache_data(max_entries=ANALYSIS_ENTRIES, ttl=cache.TRACE_TTL_S, show_spinner=False)
 def _faithfulness_curve(key: tuple, _image, spec: tuple, target: int, steps: int, baseline: str) -> FaithfulnessCurve:
     model, _, x = model_input(key, _image)
-    size = key[-1]
     kind = spec[0]
     if kind == "random":
         curves = analysis.faithfulness(model, x, {}, target, steps=steps, baseline=baseline, include_random=True,

@@ -32,10 +32,9 @@ import streamlit as st
 import torch
 
 import resattn
-from resattn.checkpoints import sibling_path
 from resattn import stats
 from resattn.analysis import reduce as reduce_maps
-from resattn.checkpoints import IMAGENET_MEAN, IMAGENET_STD, read_card
+from resattn.checkpoints import IMAGENET_MEAN, IMAGENET_STD, read_card, sibling_path
 from resattn.data import preprocess
 from resattn.errors import CheckpointError
 

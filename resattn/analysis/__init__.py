@@ -16,14 +16,40 @@ dataclasses; figures are drawn elsewhere.
     study          the dataset study of `python -m resattn.report` (per image, then tables)
 """
 from .agreement import Agreement, agreement, pointing_game, spearman, top_region, topk_iou
-from .attribution import (METHOD_LABELS, METHODS, REPORT_METHOD_LABELS, REPORT_METHODS, Attribution, attribute,
-                          attribute_all, default_gradcam_layer, grad_cam, integrated_gradients, mask_gradients,
-                          occlusion)
+from .attribution import (
+    METHOD_LABELS,
+    METHODS,
+    REPORT_METHOD_LABELS,
+    REPORT_METHODS,
+    Attribution,
+    attribute,
+    attribute_all,
+    default_gradcam_layer,
+    grad_cam,
+    integrated_gradients,
+    mask_gradients,
+    occlusion,
+)
 from .faithfulness import FaithfulnessCurve, faithfulness, random_map, smooth_random_map
-from .interventions import (INTERVENTION_LABELS, INTERVENTIONS, InterventionResult, cascade_steps, intervene,
-                            randomise_mask_branches, replaced_mask)
-from .reduce import (ANALYSIS_REDUCTIONS, REDUCE_MODES, channel_weights, mask_map, reduce_channels, to_image_size,
-                     variance_kept, weighted_map)
+from .interventions import (
+    INTERVENTION_LABELS,
+    INTERVENTIONS,
+    InterventionResult,
+    cascade_steps,
+    intervene,
+    randomise_mask_branches,
+    replaced_mask,
+)
+from .reduce import (
+    ANALYSIS_REDUCTIONS,
+    REDUCE_MODES,
+    channel_weights,
+    mask_map,
+    reduce_channels,
+    to_image_size,
+    variance_kept,
+    weighted_map,
+)
 
 _DATASET_NAMES = ("MaskStatistics", "load_images", "mask_statistics", "shard_indices")
 

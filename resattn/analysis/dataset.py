@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..checkpoints import IMAGENET_MEAN, IMAGENET_STD, sibling_path, _stem, atomic_write
+from ..checkpoints import IMAGENET_MEAN, IMAGENET_STD, _stem, atomic_write, sibling_path
 from ..data import IMAGE_SUFFIXES, ImageSet, find_pack, load_pack
 from ..errors import ImageError, ResattnError
 from ..trace import trace

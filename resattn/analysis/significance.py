@@ -118,8 +118,8 @@ def side(value: float, low: float, high: float, p: float, alpha: float = ALPHA) 
 def agreement_verdict(row: dict, *, tests: int | None = None, alpha: float = ALPHA) -> str:
     """One sentence for one agreement cell (a row of agreement.csv: module, reduction,
     method, metric, n_images, value, null_mean, null_low, null_high, p_holm)."""
-    from .attribution import REPORT_METHOD_LABELS
     from .agreement import METRIC_LABELS
+    from .attribution import REPORT_METHOD_LABELS
     from .reduce import ANALYSIS_REDUCTION_LABELS
 
     value, low, high, p = (float(row[k]) for k in ("value", "null_low", "null_high", "p_holm"))

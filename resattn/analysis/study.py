@@ -41,10 +41,26 @@ from .agreement import DEFAULT_TOP_FRACTION, METRICS, rank_metrics, rng_for, tie
 from .attribution import REPORT_METHODS, mask_gradients, report_attributions
 from .faithfulness import RANDOM, faithfulness, smooth_random_map
 from .interventions import cascade_steps, mask_replacement, randomise_mask_branches, replaced_mask
-from .nulls import (DEFAULT_DRAWS, DEFAULT_GRID, NULLS, attribution_ranks, cell_values, mask_ranks, method_key,
-                    shuffle_offsets)
-from .reduce import ANALYSIS_REDUCTIONS, TOP_CHANNELS, best_variance_kept, border_fraction, channel_weights, \
-    peak_on_border, variance_kept, weighted_map
+from .nulls import (
+    DEFAULT_DRAWS,
+    DEFAULT_GRID,
+    NULLS,
+    attribution_ranks,
+    cell_values,
+    mask_ranks,
+    method_key,
+    shuffle_offsets,
+)
+from .reduce import (
+    ANALYSIS_REDUCTIONS,
+    TOP_CHANNELS,
+    best_variance_kept,
+    border_fraction,
+    channel_weights,
+    peak_on_border,
+    variance_kept,
+    weighted_map,
+)
 from .significance import BOOTSTRAP, bootstrap_interval, bootstrap_weights, holm, null_band, paired_p
 
 FILLS = ("blur", "impute")
@@ -156,7 +172,6 @@ def analyse_image(model: nn.Module, image: torch.Tensor, index: int, label: int,
     image = image.to(device)
     size = tuple(image.shape[-2:])
     modules = masked_modules(model)
-    all_modules = [name for name, _ in attention_modules(model)]
     tr = trace(model, image).to("cpu")
     probabilities = tr.logits.float().softmax(dim=1)[0]
     target = int(probabilities.argmax())

@@ -5,7 +5,6 @@ import torch
 from torch import nn
 
 from ..errors import ResattnError
-
 from .mask import ATTENTION_TYPES, SoftMaskBranch
 from .units import residual_units
 

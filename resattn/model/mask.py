@@ -6,7 +6,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ResattnError
-
 from .units import conv1x1, residual_units
 
 ATTENTION_TYPES = ("mixed", "channel", "spatial")

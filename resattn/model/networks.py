@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from ..errors import ResattnError
-
 from .attention import AttentionModule, attention_modules
 from .units import residual_units
 
