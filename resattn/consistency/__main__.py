@@ -1,0 +1,6 @@
+"""`python -m resattn.consistency`."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
