@@ -7,25 +7,27 @@ a lone file still loads) and `attention56_mixed_arl.json` (the card, for people 
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+# The card's names stay importable from here (older code and scripts use these paths).
+from .card import (  # noqa: F401
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MAX_INPUT_SIZE,
+    MAX_WIDTH,
+    REQUIRED_CARD_KEYS,
+    ModelCard,
+    as_card,
+)
 from .errors import CheckpointError
-from .model import ATTENTION_TYPES, RESIDUAL_MODES, create_model, list_models
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-REQUIRED_CARD_KEYS = ("arch", "attention", "residual", "width", "classes")
-# Sanity bounds for card fields, so that a corrupt or hostile card cannot make the loader
-# (or the app, which resizes images to input_size) allocate absurd amounts of memory.
-MAX_WIDTH = 8.0
-MAX_INPUT_SIZE = 2048
+from .model import create_model
 
 
 def _stem(path: str | os.PathLike) -> Path:
@@ -69,13 +71,16 @@ def model_card(model: nn.Module, **fields: Any) -> dict:
     return card
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, card: dict, *,
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, card: Mapping[str, Any] | ModelCard, *,
                     storage_dtype: torch.dtype | None = None) -> Path:
     """Write `<path>.safetensors` and `<path>.json` atomically; returns the safetensors path.
+    `card`: a ModelCard or a plain dict (e.g. from `model_card`), written as its JSON object.
     `storage_dtype` (e.g. torch.float16) stores the floating-point tensors in that type;
     `load_checkpoint` turns them back into float32 (see `export_fp16`)."""
     from safetensors.torch import save_file
 
+    if isinstance(card, ModelCard):
+        card = card.to_dict()
     missing = [k for k in REQUIRED_CARD_KEYS if k not in card]
     if missing:
         raise ValueError(f"the card lacks {', '.join(missing)}")
@@ -90,49 +95,12 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, card: dict, *,
     return weights
 
 
-def _validate_card(card: Any, where: Path) -> dict:
-    if not isinstance(card, dict):
-        raise CheckpointError(f"{where} does not hold a model card (a JSON object); re-save the checkpoint.")
-    missing = [k for k in REQUIRED_CARD_KEYS if k not in card]
-    if missing:
-        raise CheckpointError(f"The model card {where} lacks {', '.join(missing)}; re-save it with save_checkpoint.")
-    if card["arch"] not in list_models():
-        raise CheckpointError(f"{where} is for an unknown architecture {card['arch']!r}; "
-                              f"this version knows {', '.join(list_models())}.")
-    if card["attention"] not in ATTENTION_TYPES + ("none",) or card["residual"] not in RESIDUAL_MODES:
-        raise CheckpointError(f"{where} names attention {card['attention']!r} / residual "
-                              f"{card['residual']!r}, which this version does not know.")
-    classes = card["classes"]
-    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
-        raise CheckpointError(f"{where}: 'classes' must be a non-empty list of class names; fix the card.")
-    width = card["width"]
-    if not _is_number(width) or not 0 < width <= MAX_WIDTH:
-        raise CheckpointError(f"{where} gives width {width!r}; it must be a number in (0, {MAX_WIDTH:g}]: "
-                              "fix the card.")
-    if "input_size" in card and not (_is_number(card["input_size"]) and float(card["input_size"]).is_integer()
-                                     and 1 <= card["input_size"] <= MAX_INPUT_SIZE):
-        raise CheckpointError(f"{where} gives input_size {card['input_size']!r}; it must be a whole number "
-                              f"of pixels from 1 to {MAX_INPUT_SIZE}: fix the card.")
-    for key in ("mean", "std"):
-        value = card.get(key)
-        if value is not None and not (isinstance(value, list) and len(value) == 3 and all(map(_is_number, value))
-                                      and (key == "mean" or all(v > 0 for v in value))):
-            raise CheckpointError(f"{where} gives {key} {value!r}; it must be three numbers (one per RGB "
-                                  "channel, std above 0): fix the card.")
-    return card
+def _validate_card(card: Any, where: Path) -> ModelCard:
+    """The card checked once, typed (resattn.card); CheckpointError saying what is wrong."""
+    return ModelCard.from_dict(card, where)
 
 
-def _is_number(value: Any) -> bool:
-    """A finite int or float (JSON has no other numbers); bools and huge ints are not."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int beyond float range
-        return False
-
-
-def read_card(path: str | os.PathLike) -> dict:
+def read_card(path: str | os.PathLike) -> ModelCard:
     """The card of a checkpoint without loading its weights (for pickers and listings)."""
     stem = _stem(path)
     json_path = sibling_path(stem, ".json")
@@ -193,7 +161,7 @@ def _read_safetensors(weights: Path) -> dict[str, torch.Tensor]:
                               "it may be truncated: download or copy it again.") from None
 
 
-def _check_shapes(found: dict[str, tuple[int, ...]], model: nn.Module, card: dict, path: Path) -> None:
+def _check_shapes(found: dict[str, tuple[int, ...]], model: nn.Module, card: ModelCard, path: Path) -> None:
     """Compare the file's tensors with the model the card describes (built on the meta
     device, so nothing is allocated before the file is known to fit)."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -207,8 +175,8 @@ def _check_shapes(found: dict[str, tuple[int, ...]], model: nn.Module, card: dic
     for label, items in (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped)):
         if items:
             problems.append(f"{len(items)} tensors {label} (e.g. {'; '.join(items[:2])})")
-    raise CheckpointError(f"The weights in {path} do not fit a {card['arch']} ({card['attention']}, "
-                          f"{card['residual']}, width {card['width']}, {len(card['classes'])} classes) as the "
+    raise CheckpointError(f"The weights in {path} do not fit a {card.arch} ({card.attention}, "
+                          f"{card.residual}, width {card.width}, {card.num_classes} classes) as the "
                           f"card says: {', '.join(problems)}. Use the card that was saved with these weights.")
 
 
@@ -235,8 +203,9 @@ def _read_torch_file(path: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
     return obj, card
 
 
-def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the model a card describes and load its weights strictly; eval mode.
+def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelCard]:
+    """Rebuild the model a card describes and load its weights strictly; eval mode. The card
+    comes back validated and typed (a ModelCard; `card.preprocess(image)` makes an input).
 
     Raises CheckpointError (with what to do) for a missing, corrupt, unsafe or mismatched file.
     """
@@ -268,8 +237,8 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())[:300]
-        raise CheckpointError(f"The weights in {path} do not fit a {card['arch']} "
-                              f"({card['attention']}, {card['residual']}, width {card['width']}) "
+        raise CheckpointError(f"The weights in {path} do not fit a {card.arch} "
+                              f"({card.attention}, {card.residual}, width {card.width}) "
                               f"as the card says ({detail}). Use the card that was saved with these weights.") from None
     return model.eval(), card
 
@@ -303,39 +272,38 @@ def export_fp16(source: str | os.PathLike, dest: str | os.PathLike, *, card_fiel
     Returns the safetensors path."""
     model, card = load_checkpoint(source)
     model.load_state_dict(fp16_state(model))  # checks the range before anything is written
-    card = {**card, "storage": FP16_STORAGE, "storage_source": _stem(source).name, **(card_fields or {})}
+    card = {**card.to_dict(), "storage": FP16_STORAGE, "storage_source": _stem(source).name, **(card_fields or {})}
     return save_checkpoint(dest, model, card, storage_dtype=torch.float16)
 
 
-def fp16_top1(source: str | os.PathLike | nn.Module, images, *, card: dict | None = None,
+def fp16_top1(source: str | os.PathLike | nn.Module, images, *, card: Mapping[str, Any] | None = None,
               device: str | torch.device = "cpu", batch_size: int = 100) -> dict:
     """Val top-1 of a checkpoint with its float32 weights and with the same weights rounded to
     float16 (`fp16_state`), on `images` (a resattn.data.ImageSet with the card's classes),
-    preprocessed as `python -m resattn.evaluate` does (the card's eval size, mean and std):
+    preprocessed as `python -m resattn.evaluate` does (`card.transform()`):
     {"top1_fp32", "top1_fp16", "difference" (fp16 - fp32, points), "changed" (images whose
     prediction changed), "images"}."""
     import copy
 
     from torch.utils.data import DataLoader
 
-    from .data import TensorImageDataset, eval_transform
+    from .data import TensorImageDataset
     from .evaluate import evaluate_model
 
     if isinstance(source, nn.Module):
         model = source
         if card is None:
             raise ValueError("fp16_top1 needs the card with a model")
+        card = as_card(card)
     else:
         model, card = load_checkpoint(source, device=device)
-    if list(images.classes) != list(card["classes"]):
+    if list(images.classes) != list(card.classes):
         raise CheckpointError("The images' classes differ from the checkpoint's; check it on the data it was "
                               "trained on.")
     rounded = copy.deepcopy(model)
     rounded.load_state_dict(fp16_state(model))
-    size = int((card.get("metrics") or {}).get("eval_size") or card.get("input_size", 224))
-    loader = DataLoader(TensorImageDataset(images, eval_transform(size, card["mean"], card["std"])),
-                        batch_size=batch_size)
-    runs = [evaluate_model(m.to(device), loader, len(card["classes"]), torch.device(device), per_image=True)
+    loader = DataLoader(TensorImageDataset(images, card.transform()), batch_size=batch_size)
+    runs = [evaluate_model(m.to(device), loader, card.num_classes, torch.device(device), per_image=True)
             for m in (model, rounded)]
     changed = sum(a[2] != b[2] for a, b in zip(runs[0]["rows"], runs[1]["rows"]))
     return {"top1_fp32": runs[0]["top1"], "top1_fp16": runs[1]["top1"],
@@ -343,15 +311,17 @@ def fp16_top1(source: str | os.PathLike | nn.Module, images, *, card: dict | Non
             "images": runs[0]["images"]}
 
 
-def build_from_card(card: dict) -> nn.Module:
+def build_from_card(card: Mapping[str, Any] | ModelCard) -> nn.Module:
+    """The network a card describes, with fresh weights."""
+    card = as_card(card)
     try:
-        return create_model(card["arch"], attention=card["attention"], residual=card["residual"],
-                            width=float(card["width"]), num_classes=len(card["classes"]))
+        return create_model(card.arch, attention=card.attention, residual=card.residual,
+                            width=float(card.width), num_classes=card.num_classes)
     except (TypeError, ValueError, OverflowError) as exc:
         raise CheckpointError(f"The card's architecture fields are invalid ({exc}); fix the .json card.") from None
 
 
-def list_checkpoints(folder: str | os.PathLike = "checkpoints") -> list[tuple[Path, dict]]:
+def list_checkpoints(folder: str | os.PathLike = "checkpoints") -> list[tuple[Path, ModelCard]]:
     """(path stem, card) for every checkpoint in a folder whose card reads; sorted by name.
     Unreadable cards are skipped here; loading one by path reports what is wrong."""
     folder = Path(folder)

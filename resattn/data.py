@@ -22,7 +22,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from .checkpoints import IMAGENET_MEAN, IMAGENET_STD
+from .card import IMAGENET_MEAN, IMAGENET_STD
 from .errors import ResattnError
 
 PACK_NAME = "imagenette-128.npz"
@@ -167,18 +167,31 @@ def train_transform(size: int, min_scale: float = 0.35) -> v2.Transform:
                        v2.RandomHorizontalFlip(), normalise()])
 
 
+def resize_transform(size: int) -> v2.Transform:
+    """uint8 (..., 3, H, W) -> (..., 3, size, size): the whole image squashed to a square
+    (bilinear, anti-aliased, no crop; the pack's photos are already square)."""
+    return v2.Resize((size, size), antialias=True)
+
+
 def eval_transform(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> v2.Transform:
-    """The whole image resized to size x size (the pack's photos are already square) and
-    normalised with `mean`/`std` (a checkpoint's card says which)."""
-    return v2.Compose([v2.Resize((size, size), antialias=True), normalise(mean, std)])
+    """The whole image resized to size x size and normalised with `mean`/`std`: how every
+    image becomes a network input. A checkpoint's card applies it with its own size, mean
+    and std (resattn.card.ModelCard.preprocess / .transform); use those."""
+    return v2.Compose([resize_transform(size), normalise(mean, std)])
+
+
+def image_tensor(image: Image.Image) -> torch.Tensor:
+    """A PIL image (any mode) as a uint8 3 x H x W RGB tensor."""
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"Expected a PIL image (resattn.load_image reads one from a file), got "
+                        f"{type(image).__name__}.")
+    return v2.functional.pil_to_tensor(image.convert("RGB"))
 
 
 def preprocess(image: Image.Image, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
-    """A PIL image as the 1 x 3 x size x size float tensor the models expect."""
-    x = v2.functional.pil_to_tensor(image.convert("RGB"))
-    x = v2.functional.resize(x, [size, size], antialias=True)
-    x = v2.functional.to_dtype(x, torch.float32, scale=True)
-    return v2.functional.normalize(x, list(mean), list(std)).unsqueeze(0)
+    """A PIL image as the 1 x 3 x size x size float tensor the models expect (eval_transform's
+    maths). With a checkpoint, `card.preprocess(image)` says the same with the card's values."""
+    return eval_transform(size, mean, std)(image_tensor(image)).unsqueeze(0)
 
 
 class TensorImageDataset(Dataset):
