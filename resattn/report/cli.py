@@ -1,0 +1,194 @@
+"""`python -m resattn.report`: the arguments, the settings they make, and the run (sharded
+over torchrun's processes; rank 0 writes the files). The package's docstring says what is written."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ..analysis import study
+from ..analysis.dataset import SAMPLINGS, load_images, normalise_batch, shard_indices
+from ..analysis.faithfulness import BASELINES
+from ..checkpoints import IMAGENET_MEAN, IMAGENET_STD, _stem
+from ..errors import ResattnError
+from . import __doc__ as PACKAGE_DOC  # what the report writes, in words
+from .collective import Collective
+from .figure import figure_name, image_figure
+from .tables import summary_lines, write_tables
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump, exit 2
+        self.exit(2, f"error: {message}\n")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = _Parser(prog="python -m resattn.report", description=PACKAGE_DOC.split("\n\n")[1],
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="checkpoint (.safetensors, its .json card or the stem)")
+    parser.add_argument("--images", required=True,
+                        help="a folder of images, an ImageFolder tree, a single image, or 'pack' / a .npz pack "
+                             "(the Imagenette val split)")
+    parser.add_argument("--out", required=True, help="output folder for the CSV files and figures")
+    parser.add_argument("--limit", type=int, help="use this many images (default: all)")
+    parser.add_argument("--sample", choices=SAMPLINGS, default="stratified",
+                        help="how --limit picks images: equal numbers per class at random (stratified, default) "
+                             "or spread evenly over the set")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample, nulls, ties and bootstrap (default 0)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default)")
+    parser.add_argument("--steps", type=int, default=16, help="steps of the deletion/insertion curves (default 16)")
+    parser.add_argument("--fills", default=",".join(study.FILLS),
+                        help=f"fills of deletion/insertion, comma-separated from {', '.join(BASELINES)} "
+                             "(default blur,impute; the first goes to faithfulness.csv)")
+    parser.add_argument("--ig-steps", type=int, default=32, help="Integrated Gradients steps (default 32)")
+    parser.add_argument("--grid", type=int, default=study.DEFAULT_GRID,
+                        help="side of the grid on which maps are compared (default 32)")
+    parser.add_argument("--draws", type=int, default=study.DEFAULT_DRAWS, help="null draws per image (default 100)")
+    parser.add_argument("--bootstrap", type=int, default=study.BOOTSTRAP, help="bootstrap resamples (default 2000)")
+    parser.add_argument("--batch-size", type=int, default=64, help="perturbed images per forward pass (default 64)")
+    parser.add_argument("--no-figures", action="store_true", help="write only the CSV files")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads for torch per process (default: torch's choice; 1 is often faster on a "
+                             "busy machine)")
+    return parser.parse_args(argv)
+
+
+def _settings(args: argparse.Namespace) -> study.StudySettings:
+    fills = tuple(f for f in str(args.fills).split(",") if f)
+    if not fills or any(f not in BASELINES for f in fills):
+        raise ResattnError(f"--fills takes names from {', '.join(BASELINES)}, comma-separated; got {args.fills!r}.")
+    for name in ("steps", "ig_steps", "batch_size", "grid", "bootstrap"):
+        if getattr(args, name) < 1:
+            raise ResattnError(f"--{name.replace('_', '-')} must be at least 1.")
+    if args.threads is not None and args.threads < 1:
+        raise ResattnError("--threads must be at least 1.")
+    if args.draws < 2:
+        raise ResattnError("--draws must be at least 2 (a null band needs draws).")
+    return study.StudySettings(steps=args.steps, ig_steps=args.ig_steps, batch_size=args.batch_size, grid=args.grid,
+                               draws=args.draws, fills=fills, bootstrap=args.bootstrap, seed=args.seed)
+
+
+def run(args: argparse.Namespace) -> dict:
+    """The whole report; returns a summary dict (rank 0) with the paths and the time."""
+    from tqdm import tqdm
+
+    from ..checkpoints import load_checkpoint
+    from ..device import pick_device
+
+    settings = _settings(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    comm = Collective()
+    try:
+        device = pick_device(args.device)
+        if comm.world > 1 and device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+        model, card = load_checkpoint(args.checkpoint, device=device)
+        # channels_last: faster convolutions on CPU (oneDNN) and on recent GPUs; same numbers.
+        model = model.to(memory_format=torch.channels_last)
+        classes = list(card["classes"])
+        size = int(card.get("input_size", 224))
+        mean, std = card.get("mean", IMAGENET_MEAN), card.get("std", IMAGENET_STD)
+        images = load_images(args.images, classes=classes, size=size, limit=args.limit, sample=args.sample,
+                             seed=args.seed)
+        out = Path(args.out)
+        if comm.rank == 0:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                (out / ".write-test").write_text("")
+                (out / ".write-test").unlink()
+            except OSError as exc:
+                raise ResattnError(f"Cannot write to {out} ({exc.strerror or exc}); choose another --out folder.") from None
+        comm.barrier()
+        checkpoint = _stem(args.checkpoint).name
+        n = len(images)
+        modules = study.masked_modules(model)
+        all_modules = [name for name, _ in model.attention_modules()]
+        orders = study.order_names(modules, all_modules)
+        shard = shard_indices(n, comm.rank, comm.world)
+        figure_names: dict[int, str] = {}
+        taken: set[str] = set()
+        for i in range(n):  # every rank names every figure the same way
+            figure_names[i] = figure_name(images.names[i], taken)
+
+        def batch(i: int) -> torch.Tensor:
+            return normalise_batch(images.images[i:i + 1], size, mean, std).contiguous(memory_format=torch.channels_last)
+
+        # 1. Per image (sharded).
+        from ..model.fuse import optimise_for_inference
+
+        cascade = study.cascade_models(model, settings.seed)
+        curves_model = optimise_for_inference(model)
+        records, sums = [], {}
+        for i in tqdm(shard, desc="report: images", unit="image", disable=comm.rank != 0):
+            x = batch(int(i))
+            record = study.analyse_image(model, x, int(i), int(images.labels[i]), settings, cascade=cascade,
+                                         keep_extras=not args.no_figures, curves_model=curves_model)
+            for name, total in study.mask_sums(model, x).items():
+                sums[name] = sums[name] + total if name in sums else total
+            if not args.no_figures:
+                fig = image_figure(record, images.images[i].numpy(), classes,
+                                   title=f"{images.names[i]} — {checkpoint}")
+                fig.savefig(out / figure_names[int(i)], dpi=90)
+                record.extras = {}
+            records.append(record)
+        everyone = {r.index: r for part in comm.all_gather(records) for r in part}
+        totals: dict[str, torch.Tensor] = {}
+        for part in comm.all_gather(sums):
+            for name, total in part.items():
+                totals[name] = totals[name] + total if name in totals else total
+        means = study.mean_masks(totals, n)
+
+        # 2. The causal test and 3. the agreement with its nulls (sharded; need the whole set).
+        offsets = study.shuffle_offsets(n, settings.draws, settings.seed)
+        local = []
+        for i in tqdm(shard, desc="report: interventions and nulls", unit="image", disable=comm.rank != 0):
+            rec = everyone[int(i)]
+            effects = {}
+            if modules:
+                partner = (int(i) + n // 2) % n if n > 1 else int(i)
+                effects = study.causal_effects(model, batch(int(i)), batch(partner), rec.target, means)
+            values = study.agreement_values(rec, everyone, offsets, n, settings, modules) if modules else None
+            local.append((int(i), effects, values))
+        gathered = comm.gather(local)
+        summary = {}
+        if comm.rank == 0:
+            summary = write_tables(out, checkpoint, settings, modules, orders, cascade, everyone,
+                                    sorted((x for part in gathered for x in part), key=lambda t: t[0]),
+                                    images, classes)
+            seconds = time.perf_counter() - start
+            info = {"checkpoint": str(args.checkpoint), "images": str(args.images), "n_images": n,
+                    "sample": args.sample, "limit": args.limit, "settings": {**settings.__dict__,
+                                                                            "fills": list(settings.fills)},
+                    "processes": comm.world, "threads": torch.get_num_threads(), "device": str(device),
+                    "seconds": round(seconds, 1), "seconds_per_image": round(seconds / max(1, n), 2),
+                    "torch": torch.__version__}
+            (out / "report.json").write_text(json.dumps(info, indent=2) + "\n")
+            summary.update(seconds=seconds, n_images=n, out=out)
+        comm.barrier()
+        return summary
+    finally:
+        comm.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        result = run(args)
+    except ResattnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc}; check --out and --images.", file=sys.stderr)
+        return 2
+    if result:
+        print("\n".join(summary_lines(result)))
+        seconds, count = result["seconds"], result["n_images"]
+        print(f"wrote {result['out']} ({count} images) in {seconds:.1f} s ({seconds / max(1, count):.2f} s per image)")
+    return 0
