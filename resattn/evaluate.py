@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .data import TensorImageDataset, eval_transform, load_split
+from .data import TensorImageDataset, load_split
 from .device import pick_device
 from .errors import ResattnError
 
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="the pack (.npz) or an ImageFolder root with val/ (default: find the pack)")
     parser.add_argument("--split", default="val", choices=["train", "val"])
     parser.add_argument("--limit", type=int, help="at most this many images per class (a quick look)")
-    parser.add_argument("--size", type=int, help="input size (default: the card's eval size)")
+    parser.add_argument("--size", type=int, help="input size (default: the card's input size)")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", help="also write the results to this JSON file")
@@ -75,26 +75,29 @@ def main(argv: list[str] | None = None) -> int:
                         help="also write one row per image: index, label, prediction, probability")
     args = parser.parse_args(argv)
     try:
-        from .checkpoints import load_checkpoint
+        from .checkpoints import as_card, load_checkpoint
 
         device = pick_device(args.device)
         model, card = load_checkpoint(args.checkpoint, device=device)
         model = model.to(memory_format=torch.channels_last)
-        size = args.size or int(card.get("eval_size", card.get("input_size", 224)))
+        card = as_card(card)  # a ModelCard from load_checkpoint; a plain dict card is validated here
+        if args.size:
+            card = card.replace(input_size=args.size)
+        size = card.input_size
         images = load_split(args.data, args.split, limit=args.limit)
-        if images.classes != card["classes"]:
+        if images.classes != list(card.classes):
             raise ResattnError("The data's classes differ from the checkpoint's; evaluate on the data it was trained on.")
-        transform = eval_transform(size, card["mean"], card["std"])  # the card's normalisation, as the app's
-        loader = DataLoader(TensorImageDataset(images, transform), batch_size=args.batch_size)
-        result = evaluate_model(model, loader, len(card["classes"]), device, progress=True,
+        # The card's preprocessing (size, mean, std), the very maths the app's card.preprocess runs.
+        loader = DataLoader(TensorImageDataset(images, card.transform()), batch_size=args.batch_size)
+        result = evaluate_model(model, loader, card.num_classes, device, progress=True,
                                 per_image=bool(args.predictions))
     except ResattnError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{args.checkpoint}: top-1 {result['top1']:.2f} % on {result['images']} {args.split} images at {size} px")
-    width = max(len(c) for c in card["classes"])
-    print(f"{'class':<{width}}  top-1 %   " + " ".join(f"{i:>4}" for i in range(len(card["classes"]))))
-    for i, (name, acc) in enumerate(zip(card["classes"], result["per_class_top1"])):
+    width = max(len(c) for c in card.classes)
+    print(f"{'class':<{width}}  top-1 %   " + " ".join(f"{i:>4}" for i in range(card.num_classes)))
+    for i, (name, acc) in enumerate(zip(card.classes, result["per_class_top1"])):
         row = " ".join(f"{v:>4}" for v in result["confusion"][i])
         print(f"{name:<{width}}  {acc:7.2f}   {row}")
     rows = result.pop("rows", None)
