@@ -10,7 +10,7 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `streamlit run` from anywhere finds resattn/ and ui/
 
-from resattn import figures  # noqa: E402
+from resattn import viz  # noqa: E402
 from ui import presenter, sidebar, state  # noqa: E402
 
 st.set_page_config(page_title="resattn", page_icon=":material/visibility:", layout="wide")
@@ -34,7 +34,7 @@ sidebar.render()
 state.sync_query_params()
 presenter.apply()
 try:
-    with figures.figure_style(presenter.figure_style()):
+    with viz.figure_style(presenter.figure_style()):
         page.run()
     state.sync_query_params()
 finally:

@@ -8,7 +8,7 @@ from .trace import trace
 # Submodules a user reaches as attributes after a plain `import resattn` (the README's
 # resattn.data.preprocess, resattn.analysis.grad_cam, ...). Imported on first use: data pulls
 # in torchvision (~2 s here), which tracing alone does not need.
-_SUBMODULES = ("analysis", "data", "figures", "stats")
+_SUBMODULES = ("analysis", "data", "stats", "viz")
 
 
 def __getattr__(name: str):

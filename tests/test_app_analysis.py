@@ -17,9 +17,8 @@ from test_app import CLASSES, assert_clean, chart, charts, navigation_v2, save_t
 
 import resattn
 import resattn.data
-from resattn import analysis
-from resattn import figures_analysis as fa
-from resattn.figures import figure_bytes
+from resattn import analysis, viz
+from resattn.viz import figure_bytes
 
 PAGES = ["pages/attribution.py", "pages/interventions.py", "pages/faithfulness.py", "pages/dataset.py"]
 TITLES = ["Masks vs attributions", "Switch a mask off", "Deletion & insertion", "Masks across a dataset"]
@@ -539,11 +538,11 @@ def test_dataset_page_on_the_imagenette_pack(env):
 
 def test_map_panel_scales():
     signed = np.array([[-1.0, 0.5], [2.0, 0.0]])
-    panel = fa.map_panel("IG", signed)
-    assert (panel.zmin, panel.zmax, panel.zmid) == (-2.0, 2.0, 0.0) and panel.colorscale == fa.FEATURE_SCALE
-    positive = fa.map_panel("M", np.array([[0.2, 0.4], [0.3, 0.25]]))
+    panel = viz.map_panel("IG", signed)
+    assert (panel.zmin, panel.zmax, panel.zmid) == (-2.0, 2.0, 0.0) and panel.colorscale == viz.FEATURE_SCALE
+    positive = viz.map_panel("M", np.array([[0.2, 0.4], [0.3, 0.25]]))
     assert (positive.zmin, positive.zmax) == pytest.approx((0.2, 0.4)) and positive.zmid is None
-    normalised = fa.map_panel("IG", signed, normalise=True)
+    normalised = viz.map_panel("IG", signed, normalise=True)
     np.testing.assert_allclose(normalised.z, signed / 2.0)
     np.testing.assert_array_equal(normalised.raw, signed)
     assert (normalised.zmin, normalised.zmax) == (-1.0, 1.0)
@@ -554,16 +553,16 @@ def test_every_builder_exports_png_and_svg():
     image = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
     fraction = np.linspace(0, 1, 5)
     figures = [
-        fa.maps_row_figure([fa.map_panel("M", rng.random((16, 16))), fa.map_panel("IG", rng.normal(size=(16, 16)))],
+        viz.panels_figure([viz.map_panel("M", rng.random((16, 16))), viz.map_panel("IG", rng.normal(size=(16, 16)))],
                            image=image),
-        fa.maps_row_figure(fa.before_after_panels("stage2.1", rng.random((4, 4)), rng.random((4, 4)))),
-        fa.top5_change_figure([{"name": "tench", "before": 0.6, "after": 0.2},
+        viz.panels_figure(viz.before_after_panels("stage2.1", rng.random((4, 4)), rng.random((4, 4)))),
+        viz.top5_change_figure([{"name": "tench", "before": 0.6, "after": 0.2},
                                {"name": "church", "before": 0.3, "after": 0.7}]),
-        fa.mask_change_figure({"stage1.1": 0.0, "stage2.1": 0.3, "stage3.1": 0.1}, intervened="stage2.1"),
-        fa.curves_figure({"mask:stage2.1": (fraction, 1 - fraction, fraction), "random": (fraction, fraction, fraction)}),
-        fa.class_means_figure(rng.random((3, 2, 4, 4)), [2, 0, 1], ["tench", "English springer", "church"],
+        viz.mask_change_figure({"stage1.1": 0.0, "stage2.1": 0.3, "stage3.1": 0.1}, intervened="stage2.1"),
+        viz.curves_figure({"mask:stage2.1": (fraction, 1 - fraction, fraction), "random": (fraction, fraction, fraction)}),
+        viz.class_means_figure(rng.random((3, 2, 4, 4)), [2, 0, 1], ["tench", "English springer", "church"],
                               ["stage1.1", "stage2.1"]),
-        fa.concentration_figure(rng.random((5, 2)), ["stage1.1", "stage2.1"],
+        viz.concentration_figure(rng.random((5, 2)), ["stage1.1", "stage2.1"],
                                 {"correct": np.array([1, 1, 0, 0, 1], bool), "wrong": np.array([0, 0, 1, 1, 0], bool)}),
     ]
     for fig in figures:
@@ -575,7 +574,7 @@ def test_every_builder_exports_png_and_svg():
 def test_class_means_figure_marks_classes_without_images():
     means = np.full((2, 1, 4, 4), np.nan, dtype=np.float32)
     means[0, 0] = np.arange(16).reshape(4, 4)
-    fig = fa.class_means_figure(means, [1, 0], ["tench", "church"], ["stage1.1"])
+    fig = viz.class_means_figure(means, [1, 0], ["tench", "church"], ["stage1.1"])
     heat = [d for d in fig.data if d.type == "heatmap" and d.coloraxis]
     assert len(heat) == 1 and heat[0].hovertemplate.startswith("tench")
     assert fig.layout.coloraxis.cmin == 0 and fig.layout.coloraxis.cmax == 15

@@ -183,7 +183,7 @@ def test_presenter_mode(server, page):
     colours = set(page.evaluate("() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(g => "
                                 "(g._fullData || []).map(t => (t.marker && typeof t.marker.color === 'string') ? "
                                 "t.marker.color.toLowerCase() : null)).filter(c => c)"))
-    from resattn.figures import MODEL_COLORS, PRESENTER_STYLE
+    from resattn.viz import MODEL_COLORS, PRESENTER_STYLE
 
     assert colours and not colours & {MODEL_COLORS["mixed · NAL"].lower(), MODEL_COLORS["spatial · ARL"].lower()}
     assert colours & {c.lower() for c in PRESENTER_STYLE.model_colors.values()}

@@ -1,4 +1,4 @@
-"""resattn.figures (pure figure builders and their matplotlib export) and resattn.stats (the
+"""resattn.viz (pure figure builders and their matplotlib export) and resattn.stats (the
 numbers the charts show), on small hand-made arrays and a tiny traced model."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import resattn
-from resattn import figures, stats
+from resattn import stats, viz
 
 RNG = np.random.default_rng(0)
 
@@ -24,18 +24,18 @@ def heatmaps(fig: go.Figure) -> list:
 # ----------------------------------------------------------------------------- helpers
 
 def test_value_range_covers_all_arrays_and_ignores_non_finite():
-    assert figures.value_range(np.array([1.0, np.nan]), np.array([[-2.0, np.inf]])) == (-2.0, 1.0)
-    assert figures.value_range(np.array([-1.0, 3.0]), symmetric=True) == (-3.0, 3.0)
-    lo, hi = figures.value_range(np.full((2, 2), 0.5))
+    assert viz.value_range(np.array([1.0, np.nan]), np.array([[-2.0, np.inf]])) == (-2.0, 1.0)
+    assert viz.value_range(np.array([-1.0, 3.0]), symmetric=True) == (-3.0, 3.0)
+    lo, hi = viz.value_range(np.full((2, 2), 0.5))
     assert lo < 0.5 < hi and hi - lo < 0.02  # a constant map keeps its value in the middle
-    assert figures.value_range() == (0.0, 1.0)
+    assert viz.value_range() == (0.0, 1.0)
 
 
 def test_blend_is_the_image_at_opacity_0_and_the_colour_map_at_1():
     image = RNG.integers(0, 255, (4, 5, 3), dtype=np.uint8)
     m = np.linspace(0, 1, 20).reshape(4, 5)
-    np.testing.assert_array_equal(figures.blend(image, m, zmin=0, zmax=1, opacity=0.0), image)
-    top = figures.blend(image, m, zmin=0, zmax=1, opacity=1.0)
+    np.testing.assert_array_equal(viz.blend(image, m, zmin=0, zmax=1, opacity=0.0), image)
+    top = viz.blend(image, m, zmin=0, zmax=1, opacity=1.0)
     import matplotlib
 
     expected = np.rint(matplotlib.colormaps["viridis"](m)[..., :3] * 255)
@@ -44,7 +44,7 @@ def test_blend_is_the_image_at_opacity_0_and_the_colour_map_at_1():
 
 def test_mosaic_places_each_map_in_its_tile():
     maps = RNG.normal(size=(5, 3, 4)).astype(np.float32)
-    tiled, index = figures.mosaic(maps, cols=2, gap=1, row_gap=2)
+    tiled, index = viz.mosaic(maps, cols=2, gap=1, row_gap=2)
     for i in range(5):
         rows, cols = np.nonzero(index == i)
         np.testing.assert_array_equal(tiled[rows.min():rows.max() + 1, cols.min():cols.max() + 1], maps[i])
@@ -54,9 +54,9 @@ def test_mosaic_places_each_map_in_its_tile():
 # ----------------------------------------------------------------------------- builders
 
 def test_panels_figure_has_one_heatmap_and_colour_bar_per_panel_with_the_given_ranges():
-    panels = [figures.Panel(f"p{i}", RNG.random((6, 6)), -i, i + 1, colorbar_title=f"c{i}", value_name=f"v{i}")
+    panels = [viz.Panel(f"p{i}", RNG.random((6, 6)), -i, i + 1, colorbar_title=f"c{i}", value_name=f"v{i}")
               for i in range(4)]
-    fig = figures.panels_figure(panels)
+    fig = viz.panels_figure(panels)
     maps = heatmaps(fig)
     assert len(maps) == 4
     for i, trace in enumerate(maps):
@@ -69,17 +69,17 @@ def test_panels_figure_has_one_heatmap_and_colour_bar_per_panel_with_the_given_r
 
 def test_overlay_puts_the_map_over_the_image_with_the_opacity():
     image = RNG.integers(0, 255, (8, 8, 3), dtype=np.uint8)
-    fig = figures.overlay_figure(image, RNG.random((8, 8)), opacity=0.3, zmin=0, zmax=1)
+    fig = viz.overlay_figure(image, RNG.random((8, 8)), opacity=0.3, zmin=0, zmax=1)
     assert [t.type for t in fig.data] == ["image", "heatmap"]
     assert fig.data[1].opacity == pytest.approx(0.3)
     assert fig.data[0].source.startswith("data:image/png;base64,")
     with pytest.raises(ValueError, match="image's size"):
-        figures.overlay_figure(image, RNG.random((4, 4)), opacity=0.3, zmin=0, zmax=1)
+        viz.overlay_figure(image, RNG.random((4, 4)), opacity=0.3, zmin=0, zmax=1)
 
 
 def test_channel_grid_names_each_channel_on_hover():
     maps = RNG.random((3, 4, 4))
-    fig = figures.channel_grid_figure(maps, ["ch 7", "ch 2", "ch 5"], zmin=0, zmax=1, cols=2)
+    fig = viz.channel_grid_figure(maps, ["ch 7", "ch 2", "ch 5"], zmin=0, zmax=1, cols=2)
     (trace,) = heatmaps(fig)
     custom = np.asarray(trace.customdata)
     z = np.asarray(trace.z, dtype=float)
@@ -90,13 +90,13 @@ def test_channel_grid_names_each_channel_on_hover():
 def test_histogram_bars_are_the_fractions():
     counts, edges = stats.value_histogram(np.array([0.1, 0.1, 0.6, 0.9]), bins=2, value_range=(0, 1))
     np.testing.assert_allclose(counts, [0.5, 0.5])
-    fig = figures.histogram_figure(counts, edges)
+    fig = viz.histogram_figure(counts, edges)
     np.testing.assert_allclose(np.asarray(fig.data[0].y), [0.5, 0.5])
     np.testing.assert_allclose(np.asarray(fig.data[0].x), [0.25, 0.75])
 
 
 def test_predictions_are_the_top_k_with_the_most_likely_on_top():
-    fig = figures.predictions_figure(["a", "b", "c", "d"], [0.1, 0.5, 0.3, 0.05], k=3)
+    fig = viz.predictions_figure(["a", "b", "c", "d"], [0.1, 0.5, 0.3, 0.05], k=3)
     bar = fig.data[0]
     assert list(bar.y) == ["a", "c", "b"]  # plotly draws the last bar at the top
     assert list(bar.text) == ["10.0%", "30.0%", "50.0%"]
@@ -107,7 +107,7 @@ def test_network_diagram_has_a_clickable_block_and_thumbnail_per_module():
     outline = stats.network_outline(model)
     thumbs = {m["name"]: RNG.integers(0, 255, (8, 8, 3), dtype=np.uint8)
               for s in outline["stages"] for m in s["modules"]}
-    fig = figures.network_figure(outline, thumbs, selected="stage2.1")
+    fig = viz.network_figure(outline, thumbs, selected="stage2.1")
     assert list(fig.data[0].customdata) == ["stage1.1", "stage2.1", "stage3.1"]
     assert len(fig.layout.images) == 3
     rects = [s for s in fig.layout.shapes if s.type == "rect"]
@@ -120,14 +120,14 @@ def test_compare_grid_shares_colour_axes_and_marks_missing_masks():
     image = RNG.integers(0, 255, (8, 8, 3), dtype=np.uint8)
     modules = ["stage1.1", "stage2.1"]
     columns = [
-        figures.CompareColumn("mixed · ARL", "cat 90%", {m: RNG.random((8, 8)) for m in modules}, "coloraxis"),
-        figures.CompareColumn("channel · ARL", "dog 50%", {m: RNG.random((8, 8)) * 2 - 1 for m in modules},
+        viz.CompareColumn("mixed · ARL", "cat 90%", {m: RNG.random((8, 8)) for m in modules}, "coloraxis"),
+        viz.CompareColumn("channel · ARL", "dog 50%", {m: RNG.random((8, 8)) * 2 - 1 for m in modules},
                               "coloraxis2"),
-        figures.CompareColumn("no attention", "cat 40%", {m: None for m in modules}),
-        figures.CompareColumn("shallow", "cat 40%", {"stage1.1": RNG.random((8, 8))}, "coloraxis"),
+        viz.CompareColumn("no attention", "cat 40%", {m: None for m in modules}),
+        viz.CompareColumn("shallow", "cat 40%", {"stage1.1": RNG.random((8, 8))}, "coloraxis"),
     ]
-    axes = {"coloraxis": figures.ColorAxis(0, 1, "M"), "coloraxis2": figures.ColorAxis(-1, 1, "M ch", zmid=0)}
-    fig = figures.compare_figure(columns, modules, axes, image=image)
+    axes = {"coloraxis": viz.ColorAxis(0, 1, "M"), "coloraxis2": viz.ColorAxis(-1, 1, "M ch", zmid=0)}
+    fig = viz.compare_figure(columns, modules, axes, image=image)
     maps = heatmaps(fig)
     assert len(maps) == 5
     assert [t.coloraxis for t in maps] == ["coloraxis"] * 2 + ["coloraxis2"] * 2 + ["coloraxis"]  # by column
@@ -138,25 +138,25 @@ def test_compare_grid_shares_colour_axes_and_marks_missing_masks():
     assert texts.count("no such<br>module") == 1
     assert "<b>channel · ARL</b><br>dog 50%" in texts
     sizes = {a.font.size for a in fig.layout.annotations}
-    assert min(sizes) >= figures.PROJECTOR_FONT_SIZE  # readable on a projector
+    assert min(sizes) >= viz.PROJECTOR_FONT_SIZE  # readable on a projector
 
 
 def test_compare_grid_per_row_scales_put_a_colour_bar_beside_each_row():
     modules = ["a", "b"]
-    columns = [figures.CompareColumn("m", "x", {m: RNG.random((4, 4)) for m in modules},
+    columns = [viz.CompareColumn("m", "x", {m: RNG.random((4, 4)) for m in modules},
                                      {"a": "coloraxis", "b": "coloraxis2"})]
-    axes = {"coloraxis": figures.ColorAxis(-1, 1, "a", row=0), "coloraxis2": figures.ColorAxis(-5, 5, "b", row=1)}
-    fig = figures.compare_figure(columns, modules, axes)
+    axes = {"coloraxis": viz.ColorAxis(-1, 1, "a", row=0), "coloraxis2": viz.ColorAxis(-5, 5, "b", row=1)}
+    fig = viz.compare_figure(columns, modules, axes)
     assert fig.layout.coloraxis.colorbar.y > fig.layout.coloraxis2.colorbar.y
 
 
 def test_per_row_bars_of_one_row_stand_side_by_side_right_of_the_grid():
     modules = ["a", "b"]
-    columns = [figures.CompareColumn("m", "x", {m: RNG.random((4, 4)) for m in modules}, {"a": "coloraxis", "b": "coloraxis3"}),
-               figures.CompareColumn("c", "y", {m: RNG.random((4, 4)) for m in modules}, {"a": "coloraxis2", "b": "coloraxis4"})]
-    axes = {"coloraxis": figures.ColorAxis(0, 1, "M", row=0), "coloraxis2": figures.ColorAxis(-1, 1, "Mc", row=0, slot=1),
-            "coloraxis3": figures.ColorAxis(0, 1, "M", row=1), "coloraxis4": figures.ColorAxis(-1, 1, "Mc", row=1, slot=1)}
-    fig = figures.compare_figure(columns, modules, axes)
+    columns = [viz.CompareColumn("m", "x", {m: RNG.random((4, 4)) for m in modules}, {"a": "coloraxis", "b": "coloraxis3"}),
+               viz.CompareColumn("c", "y", {m: RNG.random((4, 4)) for m in modules}, {"a": "coloraxis2", "b": "coloraxis4"})]
+    axes = {"coloraxis": viz.ColorAxis(0, 1, "M", row=0), "coloraxis2": viz.ColorAxis(-1, 1, "Mc", row=0, slot=1),
+            "coloraxis3": viz.ColorAxis(0, 1, "M", row=1), "coloraxis4": viz.ColorAxis(-1, 1, "Mc", row=1, slot=1)}
+    fig = viz.compare_figure(columns, modules, axes)
     bars = {name: fig.layout[name].colorbar for name in axes}
     assert bars["coloraxis"].x < bars["coloraxis2"].x and bars["coloraxis"].x == bars["coloraxis3"].x
     assert bars["coloraxis"].y == bars["coloraxis2"].y > bars["coloraxis3"].y == bars["coloraxis4"].y
@@ -167,7 +167,7 @@ def test_per_row_bars_of_one_row_stand_side_by_side_right_of_the_grid():
 def test_stats_figure_has_a_bar_per_model_and_statistic_with_the_values():
     rows = [{"model": m, "stage": s, "mean": i + s / 10, "std": 0.1} for i, m in enumerate(["A", "B"])
             for s in (1, 2)]
-    fig = figures.stats_figure(rows, ["mean", "std"], {"mean": "mean of M", "std": "spread"})
+    fig = viz.stats_figure(rows, ["mean", "std"], {"mean": "mean of M", "std": "spread"})
     bars = [t for t in fig.data if t.type == "bar"]
     assert len(bars) == 2 * 2
     first = next(t for t in bars if t.name == "B" and t.yaxis == "y")
@@ -177,7 +177,7 @@ def test_stats_figure_has_a_bar_per_model_and_statistic_with_the_values():
 
 
 def test_gain_figure_compounds_the_gains():
-    fig = figures.gain_figure({"ARL": [{"name": "s1", "gain": 1.5}, {"name": "s2", "gain": 1.2}]})
+    fig = viz.gain_figure({"ARL": [{"name": "s1", "gain": 1.5}, {"name": "s2", "gain": 1.2}]})
     line = next(t for t in fig.data if t.type == "scatter")
     np.testing.assert_allclose(list(line.y), [1.5, 1.8])
 
@@ -190,39 +190,39 @@ def _builders():
     model = resattn.create_model("attention56", width=0.125, num_classes=3)
     outline = stats.network_outline(model)
     return {
-        "panels": figures.panels_figure([figures.Panel("a", RNG.random((5, 5)), 0, 1),
-                                         figures.Panel("b", RNG.normal(size=(5, 5)), -2, 2, figures.FEATURE_SCALE)]),
-        "overlay": figures.overlay_figure(image, RNG.random((8, 8)), opacity=0.5, zmin=0, zmax=1, title="t"),
-        "grid": figures.channel_grid_figure(RNG.random((4, 3, 3)), list("abcd"), zmin=0, zmax=1),
-        "histogram": figures.histogram_figure(*stats.value_histogram(RNG.random(100), 10)),
-        "histograms": figures.histograms_figure({"x": stats.value_histogram(RNG.random(50), 5),
+        "panels": viz.panels_figure([viz.Panel("a", RNG.random((5, 5)), 0, 1),
+                                         viz.Panel("b", RNG.normal(size=(5, 5)), -2, 2, viz.FEATURE_SCALE)]),
+        "overlay": viz.overlay_figure(image, RNG.random((8, 8)), opacity=0.5, zmin=0, zmax=1, title="t"),
+        "grid": viz.channel_grid_figure(RNG.random((4, 3, 3)), list("abcd"), zmin=0, zmax=1),
+        "histogram": viz.histogram_figure(*stats.value_histogram(RNG.random(100), 10)),
+        "histograms": viz.histograms_figure({"x": stats.value_histogram(RNG.random(50), 5),
                                                  "y": stats.value_histogram(RNG.random(50), 5)}),
-        "predictions": figures.predictions_figure(["a", "b"], [0.3, 0.7]),
-        "network": figures.network_figure(outline, {"stage1.1": image}),
-        "compare": figures.compare_figure(
-            [figures.CompareColumn("m", "x", {"s": RNG.random((8, 8))})], ["s"],
-            {"coloraxis": figures.ColorAxis(0, 1, "M")}, image=image),
-        "stats": figures.stats_figure([{"model": "A", "stage": 1, "mean": 0.5}], ["mean"], {}),
-        "gain": figures.gain_figure({"A": [{"name": "s", "gain": 1.2}]}),
+        "predictions": viz.predictions_figure(["a", "b"], [0.3, 0.7]),
+        "network": viz.network_figure(outline, {"stage1.1": image}),
+        "compare": viz.compare_figure(
+            [viz.CompareColumn("m", "x", {"s": RNG.random((8, 8))})], ["s"],
+            {"coloraxis": viz.ColorAxis(0, 1, "M")}, image=image),
+        "stats": viz.stats_figure([{"model": "A", "stage": 1, "mean": 0.5}], ["mean"], {}),
+        "gain": viz.gain_figure({"A": [{"name": "s", "gain": 1.2}]}),
     }
 
 
 @pytest.mark.parametrize("name", list(_builders()))
 def test_every_figure_exports_to_png_and_svg(name):
     fig = _builders()[name]
-    png = figures.figure_bytes(fig, "png")
+    png = viz.figure_bytes(fig, "png")
     assert png.startswith(b"\x89PNG")
     with Image.open(io.BytesIO(png)) as img:
         assert img.size[0] > 300 and img.size[1] > 100
         pixels = np.asarray(img.convert("RGB")).reshape(-1, 3)
         assert len(np.unique(pixels, axis=0)) > 5  # something was drawn
-    svg = figures.figure_bytes(fig, "svg")
+    svg = viz.figure_bytes(fig, "svg")
     assert b"<svg" in svg[:500]
 
 
 def test_export_keeps_the_colour_range_and_colour_bars():
-    fig = figures.panels_figure([figures.Panel("a", RNG.random((5, 5)), -3, 7)])
-    rendered = figures.to_matplotlib(fig)
+    fig = viz.panels_figure([viz.Panel("a", RNG.random((5, 5)), -3, 7)])
+    rendered = viz.to_matplotlib(fig)
     images = [im for ax in rendered.axes for im in ax.get_images()]
     assert (images[0].norm.vmin, images[0].norm.vmax) == (-3, 7)
     assert len(rendered.axes) == 2  # the map and its colour bar
@@ -230,7 +230,7 @@ def test_export_keeps_the_colour_range_and_colour_bars():
 
 def test_export_refuses_unknown_formats():
     with pytest.raises(ValueError, match="png"):
-        figures.figure_bytes(figures.histogram_figure(np.ones(2) / 2, np.arange(3.0)), "gif")
+        viz.figure_bytes(viz.histogram_figure(np.ones(2) / 2, np.arange(3.0)), "gif")
 
 
 # ----------------------------------------------------------------------------- statistics

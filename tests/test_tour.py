@@ -4,6 +4,7 @@ models: the sizes the tour quotes are the model's, the default-photo rule picks 
 confident correct image."""
 from __future__ import annotations
 
+import plotly.graph_objects as go
 import pytest
 import torch
 from conftest import build_tiny
@@ -11,7 +12,7 @@ from test_app import CLASSES, assert_clean, charts, navigation_v2, save_toy, sta
 from torch import nn
 
 import resattn
-from resattn import figures, teaching
+from resattn import teaching, viz
 from resattn.errors import ResattnError
 
 TOUR = "pages/tour.py"
@@ -82,7 +83,7 @@ def test_presenter_mode_from_the_link_and_back(zoo_env):
     assert not any(b.key == "tour_present" for b in at.button)
     # Figures drawn in presenter mode use the colour-blind-safe scales.
     scales = {str(t["colorscale"]) for c in charts(at) for t in c["data"] if "colorscale" in t}
-    safe = {str([list(stop) for stop in figures.go.Heatmap(colorscale=s).colorscale]) for s in ("Viridis", "Cividis")}
+    safe = {str([list(stop) for stop in go.Heatmap(colorscale=s).colorscale]) for s in ("Viridis", "Cividis")}
     assert scales and scales <= safe, scales
     at.button(key="leave_presenter").click().run()
     assert at.query_params["present"] == "0"
@@ -94,7 +95,7 @@ def test_presenter_mode_from_the_link_and_back(zoo_env):
 def test_outside_presenter_mode_figures_keep_their_scales(zoo_env):
     at = start(TOUR, {"step": "2"})
     scales = {str(t["colorscale"]) for c in charts(at) for t in c["data"] if "colorscale" in t}
-    assert str([list(stop) for stop in figures.go.Heatmap(colorscale=figures.FEATURE_SCALE).colorscale]) in scales
+    assert str([list(stop) for stop in go.Heatmap(colorscale=viz.FEATURE_SCALE).colorscale]) in scales
 
 
 # ----------------------------------------------------------------------------- the opening photo

@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from resattn.figures import figure_bytes
+from resattn.viz import figure_bytes
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:

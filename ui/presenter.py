@@ -1,16 +1,17 @@
 """Presenter mode (`?present=1`, the setting "present"): for a lecture on a projector.
 
-Larger type (the page's; figures keep their own sizes, which their layouts are computed
-from), no sidebar (the navigation moves to the top; the checkpoint and image come from the
-link the teacher prepared), colour-blind-safe scales through resattn.figures.PRESENTER_STYLE
-(viridis for masks, cividis for signed features, model colours without a red-green pair),
+Larger type (the page's, and in every figure: PRESENTER_STYLE raises each builder's type to
+at least the projector size), no sidebar (the navigation moves to the top; the checkpoint
+and image come from the link the teacher prepared), colour-blind-safe colours through
+resattn.viz.PRESENTER_STYLE (viridis for masks, cividis for signed features, every series in
+Okabe-Ito colours without a red-green pair), set once per run in app.py for every page,
 and the tour's "next step" one big click (or PageDown, what presentation clickers send) away.
 """
 from __future__ import annotations
 
 import streamlit as st
 
-from resattn import figures
+from resattn import viz
 
 # Streamlit sizes its type in rem, so one root size scales the whole page; the sidebar and
 # its expand button are removed rather than collapsed, so nothing can open it by accident.
@@ -42,8 +43,8 @@ def set_active(on: bool) -> None:
     st.session_state["present"] = 1 if on else 0
 
 
-def figure_style() -> figures.FigureStyle:
-    return figures.PRESENTER_STYLE if active() else figures.DEFAULT_STYLE
+def figure_style() -> viz.FigureStyle:
+    return viz.PRESENTER_STYLE if active() else viz.DEFAULT_STYLE
 
 
 def apply() -> None:
