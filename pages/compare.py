@@ -9,7 +9,7 @@ Large fonts: made to be read off a projector."""
 import pandas as pd
 import streamlit as st
 
-from resattn import consistency, figures, stats
+from resattn import consistency, stats, viz
 from resattn.analysis.reduce import REDUCE_LABELS as REDUCTIONS
 from resattn.analysis.reduce import REDUCE_MODES
 from resattn.trace import module_order
@@ -20,10 +20,8 @@ from ui.cards import describe, pick_depth, pick_zoo
 SHOW = {"mask": "soft mask M", "output": "output H", "trunk": "trunk T"}
 SETS = {"types": "attention types (mixed, channel, spatial, NAL, none)",
         "depth": "depth: ARL and NAL at 56 and 92 layers"}
-MASK_SCALES = {"row": "per module: the row's data range, by activation",
-               "family": "by activation, fixed (sigmoid 0…1, channel −1…1)",
-               "data": "by activation, data range of all modules", "single": "one scale for all masks (−1…1)"}
-FONT = figures.PROJECTOR_FONT_SIZE
+MASK_SCALES = viz.MASK_SCALES  # how the grid colours masks (resattn.viz.compare_axes)
+FONT = viz.PROJECTOR_FONT_SIZE
 
 app = state.current()
 st.title("Compare attention types")
@@ -128,62 +126,16 @@ def column_maps(entry, trace):
 
 
 all_maps = {label: column_maps(entry, trace) for label, (entry, trace) in traces.items()}
-coloraxes, columns = {}, []
-if show == "mask":
-    scale = st.session_state["cmpscale"]
-    sigmoid = [lab for lab, (e, _) in traces.items() if e.card["attention"] in ("mixed", "spatial")]
-    channel = [lab for lab, (e, _) in traces.items() if e.card["attention"] == "channel"]
+coloraxes, axes_of = viz.compare_axes(all_maps, modules, show=show, mask_scale=st.session_state["cmpscale"],
+                                      attention={label: entry.card["attention"] for label, (entry, _) in traces.items()})
+columns = []
+for label, (entry, trace) in traces.items():
+    best, p = trace.top(1)[0]
+    columns.append(viz.CompareColumn(label, f"{best}<br>{p:.0%}", all_maps[label], axes_of[label]))
 
-    def family_range(labels, fixed):
-        if scale == "family":
-            return fixed
-        return figures.value_range(*[z for lab in labels for z in all_maps[lab].values() if z is not None])
-
-    families = [(labels, title, colours) for labels, title, colours in
-                ((sigmoid, "M", figures.MASK_SCALE), (channel, "M channel", figures.FEATURE_SCALE)) if labels]
-    mask_axes: dict[str, dict[str, str]] = {}  # model label -> module -> colour axis (per-module scales)
-    if scale == "row":
-        for r, name in enumerate(modules):
-            for slot, (labels, title, colours) in enumerate(families):
-                present = [all_maps[lab][name] for lab in labels if all_maps[lab].get(name) is not None]
-                if not present:
-                    continue
-                lo, hi = figures.value_range(*present)
-                axis = f"coloraxis{len(coloraxes) + 1 if coloraxes else ''}"
-                coloraxes[axis] = figures.ColorAxis(lo, hi, title, colours, zmid=0.0 if colours != figures.MASK_SCALE
-                                                    and lo < 0 < hi else None, row=r, slot=slot)
-                for lab in labels:
-                    mask_axes.setdefault(lab, {})[name] = axis
-    elif scale == "single":
-        coloraxes["coloraxis"] = figures.ColorAxis(-1.0, 1.0, "M", figures.MASK_SCALE)
-    else:
-        if sigmoid:
-            coloraxes["coloraxis"] = figures.ColorAxis(*family_range(sigmoid, (0.0, 1.0)), "M (mixed, spatial)",
-                                                       figures.MASK_SCALE)
-        if channel:
-            lo, hi = family_range(channel, (-1.0, 1.0))
-            coloraxes["coloraxis2"] = figures.ColorAxis(lo, hi, "M (channel)", figures.FEATURE_SCALE,
-                                                        zmid=0.0 if lo < 0 < hi else None)
-    for label, (entry, trace) in traces.items():
-        family = "coloraxis2" if entry.card["attention"] == "channel" and scale != "single" else "coloraxis"
-        if scale == "row":  # the baseline has no masks: any axis will do for its empty cells
-            family = mask_axes.get(label, {m: "coloraxis" for m in modules})
-        best, p = trace.top(1)[0]
-        columns.append(figures.CompareColumn(label, f"{best}<br>{p:.0%}", all_maps[label], family))
-else:
-    for r, name in enumerate(modules):
-        lo, hi = figures.value_range(*[maps[name] for maps in all_maps.values() if maps.get(name) is not None],
-                                     symmetric=True)
-        coloraxes[f"coloraxis{r + 1 if r else ''}"] = figures.ColorAxis(lo, hi, f"{show[0].upper()} {name}",
-                                                                         figures.FEATURE_SCALE, zmid=0.0, row=r)
-    row_axes = {name: f"coloraxis{r + 1 if r else ''}" for r, name in enumerate(modules)}
-    for label, (entry, trace) in traces.items():
-        best, p = trace.top(1)[0]
-        columns.append(figures.CompareColumn(label, f"{best}<br>{p:.0%}", all_maps[label], row_axes))
-
-grid = figures.compare_figure(columns, modules, coloraxes, image=image, opacity=opacity, font_size=FONT,
-                              value_name={"mask": "M", "output": "H", "trunk": "T"}[show],
-                              empty_text="no mask<br>(baseline)" if show == "mask" else "—")
+grid = viz.compare_figure(columns, modules, coloraxes, image=image, opacity=opacity, font_size=FONT,
+                          value_name={"mask": "M", "output": "H", "trunk": "T"}[show],
+                          empty_text="no mask<br>(baseline)" if show == "mask" else "—")
 st.plotly_chart(grid, theme=None, key="compare_grid", config={"displayModeBar": False})
 scale_note = (f" Colour scale: {MASK_SCALES[st.session_state['cmpscale']]}." if show == "mask" else
               " Colour scale: one symmetric scale per row.")
@@ -201,7 +153,7 @@ for label, (entry, trace) in traces.items():
         rows.append({"model": label, "stage": stage, **values})
 if rows:
     stat_names = list(stats.MASK_STATS)
-    stats_fig = figures.stats_figure(rows, stat_names, stats.MASK_STAT_LABELS, cols=3, font_size=FONT)
+    stats_fig = viz.stats_figure(rows, stat_names, stats.MASK_STAT_LABELS, cols=3, font_size=FONT)
     st.plotly_chart(stats_fig, theme=None, key="stats", config={"displayModeBar": False})
     st.caption(f"Over every value of the stage's masks: mean, standard deviation, fraction below {stats.NEAR:g} "
                f"in magnitude and above {1 - stats.NEAR:g}; decision entropy = mean binary entropy of |M| "
