@@ -5,7 +5,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from resattn import figures
+from resattn import viz
 from resattn.analysis.reduce import REDUCE_LABELS as REDUCTIONS
 from resattn.analysis.reduce import REDUCE_MODES, channel_energy
 from ui import cache, export, state
@@ -102,32 +102,26 @@ scope = {"map": [name], "stage": [m.name for m in trace.modules if m.stage == mo
          "global": names}[scale]
 feature_maps = {w: maps_of(name, w) for w in ("input", "trunk", "output")}
 mask_map = maps_of(name, "mask") if has_mask else None
-if scale == "map":
-    feature_ranges = {w: figures.value_range(z, symmetric=True) for w, z in feature_maps.items()}
-    mask_range = figures.value_range(mask_map)
-else:
-    shared = figures.value_range(*[maps_of(n, w) for n in scope for w in ("input", "trunk", "output")],
-                                 symmetric=True)
-    feature_ranges = {w: shared for w in feature_maps}
-    mask_range = figures.value_range(*[maps_of(n, "mask") for n in scope if trace.module(n).mask is not None]) \
-        if has_mask else (0.0, 1.0)
+# Colour ranges: each map its own (per map), or one for the features and one for the masks
+# of every module in the stage / network.
+feature_scope = None if scale == "map" else [maps_of(n, w) for n in scope for w in ("input", "trunk", "output")]
+mask_scope = None if scale == "map" or not has_mask else \
+    [maps_of(n, "mask") for n in scope if trace.module(n).mask is not None]
 
 residual = card.get("residual")
 combination = "H = T (no mask)" if not has_mask else ("H = (1+M)·T" if residual == "arl" else "H = M·T")
-panels = [figures.Panel("input X", feature_maps["input"], *feature_ranges["input"], figures.FEATURE_SCALE,
-                        "X", "X", zmid=0.0),
-          figures.Panel("trunk T", feature_maps["trunk"], *feature_ranges["trunk"], figures.FEATURE_SCALE,
-                        "T", "T", zmid=0.0)]
+panels = [viz.map_panel("input X", feature_maps["input"], signed=True, range_of=feature_scope, value_name="X"),
+          viz.map_panel("trunk T", feature_maps["trunk"], signed=True, range_of=feature_scope, value_name="T")]
 if has_mask:
-    panels.append(figures.Panel("soft mask M", mask_map, *mask_range, figures.MASK_SCALE, "M", "M"))
-panels.append(figures.Panel(f"output {combination}", feature_maps["output"], *feature_ranges["output"],
-                            figures.FEATURE_SCALE, "H", "H", zmid=0.0))
+    panels.append(viz.map_panel("soft mask M", mask_map, signed=False, range_of=mask_scope, value_name="M"))
+panels.append(viz.map_panel(f"output {combination}", feature_maps["output"], signed=True, range_of=feature_scope,
+                            value_name="H"))
 h, w = module.trunk.shape[1:]
 st.subheader(f"{name} · stage {module.stage} · {channels} channels at {h} × {w}")
 st.caption(f"{app.entry.name} ({describe(card)}); reduction: {REDUCTIONS[mode]}"
            f"{f' {channel}' if mode == 'channel' else f' (k = {k})' if mode == 'topk' else ''}; "
            f"colour scale {SCALES[scale]}. Hover a map for its raw values.")
-panels_fig = figures.panels_figure(panels, height=330)
+panels_fig = viz.panels_figure(panels, height=330)
 st.plotly_chart(panels_fig, theme=None, key="panels")
 
 # ----------------------------------------------------------------------------- overlay, histogram
@@ -135,14 +129,11 @@ left, right = st.columns([1.1, 1], gap="large")
 overlay_which = "mask" if has_mask else "trunk"
 overlay_map = maps_of(name, overlay_which, at_size=True)
 if has_mask:
-    overlay_range = mask_range if scale != "map" else figures.value_range(overlay_map)
-    overlay_fig = figures.overlay_figure(trace.image, overlay_map, opacity=opacity, zmin=overlay_range[0],
-                                         zmax=overlay_range[1], title=f"Mask M of {name} over the image")
+    overlay_fig = viz.overlay_figure(trace.image, overlay_map, opacity=opacity, range_of=mask_scope,
+                                     title=f"Mask M of {name} over the image")
 else:
-    lo, hi = figures.value_range(overlay_map, symmetric=True)
-    overlay_fig = figures.overlay_figure(trace.image, overlay_map, opacity=opacity, zmin=lo, zmax=hi,
-                                         colorscale=figures.FEATURE_SCALE, colorbar_title="T", value_name="T",
-                                         title=f"Trunk T of {name} over the image (this model has no mask)")
+    overlay_fig = viz.overlay_figure(trace.image, overlay_map, opacity=opacity, signed=True, colorbar_title="T",
+                                     value_name="T", title=f"Trunk T of {name} over the image (this model has no mask)")
 with left:
     st.plotly_chart(overlay_fig, theme=None, key="overlay")
     st.caption(f"The reduced map resized bilinearly from {h} × {w} to the input's {size} × {size} pixels.")
@@ -150,8 +141,8 @@ with right:
     hist_which = "mask" if has_mask else "trunk"
     hist_range = (-1.0, 1.0) if card.get("attention") == "channel" else ((0.0, 1.0) if has_mask else None)
     counts, edges = cache.histogram(key, image, name, hist_which, 60, hist_range)
-    hist_fig = figures.histogram_figure(counts, edges, title=f"All values of {TENSOR_NAMES[hist_which]} in {name}",
-                                        x_title=TENSOR_NAMES[hist_which], height=440)
+    hist_fig = viz.histogram_figure(counts, edges, title=f"All values of {TENSOR_NAMES[hist_which]} in {name}",
+                                    x_title=TENSOR_NAMES[hist_which], height=440)
     st.plotly_chart(hist_fig, theme=None, key="histogram")
     if has_mask:
         values = module.mask
@@ -168,13 +159,9 @@ st.radio("Tensor", grid_options, key="tensor", format_func=TENSOR_NAMES.get, hor
 which = st.session_state["tensor"]
 selection = cache.channel_selection(key, image, name, which, GRID_CHANNELS, "energy")
 grid_maps, indices = selection
-grid_symmetric = which != "mask"
-grid_range = figures.value_range(grid_maps, symmetric=grid_symmetric)
-grid_fig = figures.channel_grid_figure(grid_maps, [f"ch {i}" for i in indices], zmin=grid_range[0],
-                                       zmax=grid_range[1],
-                                       colorscale=figures.FEATURE_SCALE if grid_symmetric else figures.MASK_SCALE,
-                                       colorbar_title=which[0].upper() if which != "input" else "X",
-                                       value_name=TENSOR_NAMES[which], cols=8)
+grid_fig = viz.channel_grid_figure(grid_maps, [f"ch {i}" for i in indices], signed=which != "mask",
+                                   colorbar_title=which[0].upper() if which != "input" else "X",
+                                   value_name=TENSOR_NAMES[which], cols=8)
 st.plotly_chart(grid_fig, theme=None, key="grid")
 shrunk = grid_maps.shape[-1] != module.tensor(which).shape[-1]
 st.caption(f"{TENSOR_NAMES[which].capitalize()} in the {len(indices)} channels where the mask has the most energy "
@@ -192,25 +179,23 @@ else:
                 "photo (mean of M² over the positions), each over the image, above the trunk feature T it scales "
                 "and the result H.")
     masks_at_size = [cache.reduced(key, image, name, "mask", "channel", c, size=size) for c in top]
-    m_lo, m_hi = figures.value_range(*masks_at_size)
+    blended, (m_lo, m_hi) = viz.blend_maps(trace.image, masks_at_size, opacity=0.65)
     energies = channel_energy(torch.from_numpy(module.mask)).tolist()
     columns = st.columns(len(top))
-    for column, c, z in zip(columns, top, masks_at_size):
+    for column, c, picture in zip(columns, top, blended):
         energy = energies[c]
-        column.image(figures.blend(trace.image, z, zmin=m_lo, zmax=m_hi, opacity=0.65), width="stretch",
+        column.image(picture, width="stretch",
                      caption=f"mask channel {c} · energy {energy:.3f}")
     st.caption(f"Mask channels resized to {size} × {size} over the image, one colour scale from {m_lo:.3f} "
-               f"(dark) to {m_hi:.3f} (bright) in {figures.MASK_SCALE.lower()}.")
-    pair = np.stack([module.trunk[top], module.output[top]])
-    f_lo, f_hi = figures.value_range(pair, symmetric=True)
+               f"(dark) to {m_hi:.3f} (bright) in {viz.MASK_SCALE.lower()}.")
+    pair = [module.trunk[top], module.output[top]]  # T and H on one colour scale
     labels = [f"ch {c}" for c in top]
     for which, title in (("trunk", "Trunk T of these channels: what each mask scales"),
                          ("output", f"Output H = {'(1 + M)·T' if card.get('residual') == 'arl' else 'M·T'}")):
         maps = getattr(module, which)[top]
-        figure1[which] = figures.channel_grid_figure(maps, labels, zmin=f_lo, zmax=f_hi,
-                                                     colorscale=figures.FEATURE_SCALE, cols=len(top), title=title,
-                                                     colorbar_title=which[0].upper(), value_name=which[0].upper(),
-                                                     tile_px=150)
+        figure1[which] = viz.channel_grid_figure(maps, labels, signed=True, range_of=pair, cols=len(top), title=title,
+                                                 colorbar_title=which[0].upper(), value_name=which[0].upper(),
+                                                 tile_px=150)
         st.plotly_chart(figure1[which], theme=None, key=f"figure1_{which}")
     st.caption("T and H share one colour scale, so what the mask amplifies shows as stronger colour in H.")
 
