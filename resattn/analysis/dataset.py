@@ -36,12 +36,20 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..checkpoints import IMAGENET_MEAN, IMAGENET_STD, _stem, atomic_write, sibling_path
-from ..data import IMAGE_SUFFIXES, ImageSet, find_pack, load_pack
+from ..card import IMAGENET_MEAN, IMAGENET_STD, as_card
+from ..checkpoints import _stem, atomic_write, sibling_path
+from ..data import (
+    IMAGE_SUFFIXES,
+    ImageSet,
+    eval_transform,
+    find_pack,
+    image_tensor,
+    load_pack,
+    resize_transform,
+)
 from ..errors import ImageError, ResattnError
 from ..trace import trace
 from .reduce import to_image_size
@@ -106,8 +114,6 @@ def load_images(source: str | os.PathLike, *, classes: list[str] | None = None, 
     at random in equal numbers per class (`sample="stratified"` with `seed`, see
     `stratified_indices`; a folder without classes is one class).
     """
-    from PIL import Image
-
     from ..images import load_image
 
     if sample not in SAMPLINGS:
@@ -122,10 +128,9 @@ def load_images(source: str | os.PathLike, *, classes: list[str] | None = None, 
     if spec == "pack" or spec.endswith(".npz"):
         pack = load_pack(None if spec == "pack" else str(find_pack(spec)), "val")
         chosen = pack.subset(pick(pack.labels.numpy()))
-        if tuple(chosen.images.shape[1:3]) != (size, size):
-            resized = F.interpolate(chosen.images.permute(0, 3, 1, 2).float(), size=(size, size), mode="bilinear",
-                                    antialias=True, align_corners=False)
-            chosen.images = resized.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+        if tuple(chosen.images.shape[1:3]) != (size, size):  # resized as a card resizes (card.pixels)
+            resized = resize_transform(size)(chosen.images.permute(0, 3, 1, 2))
+            chosen.images = resized.permute(0, 2, 3, 1).contiguous()
         return _relabel(chosen, classes)
     path = Path(spec)
     if path.is_file():
@@ -150,13 +155,14 @@ def load_images(source: str | os.PathLike, *, classes: list[str] | None = None, 
     for index in pick(np.array([folder_classes.index(c) if c in folder_classes else -1 for c, _ in files])):
         cls, file = files[int(index)]
         try:
-            image = load_image(file).resize((size, size), Image.Resampling.BILINEAR)
+            image = load_image(file)
         except ImageError as exc:
             raise ResattnError(f"{file}: {exc}") from None
-        images.append(np.asarray(image))
+        # Squashed to size x size exactly as the app's card.preprocess does (card.pixels).
+        images.append(resize_transform(size)(image_tensor(image)).permute(1, 2, 0))
         labels.append(names_of_classes.index(cls) if cls in names_of_classes else -1)
         names.append(str(file.relative_to(root)) if file != root else file.name)
-    return ImageSet(torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.long),
+    return ImageSet(torch.stack(images).contiguous(), torch.tensor(labels, dtype=torch.long),
                     list(names_of_classes), names)
 
 
@@ -169,13 +175,9 @@ def _relabel(images: ImageSet, classes: list[str] | None) -> ImageSet:
 
 
 def normalise_batch(images: torch.Tensor, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
-    """uint8 N x H x W x 3 -> the float N x 3 x size x size the models expect."""
-    x = images.permute(0, 3, 1, 2).float().div_(255)
-    if tuple(x.shape[-2:]) != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    mean = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - mean) / std
+    """uint8 N x H x W x 3 -> the float N x 3 x size x size the models expect (the maths of
+    every input, resattn.data.eval_transform). With a checkpoint, `card.preprocess_batch`."""
+    return eval_transform(size, mean, std)(images.permute(0, 3, 1, 2))
 
 
 # --------------------------------------------------------------------------- statistics
@@ -383,18 +385,21 @@ def mask_statistics(model: nn.Module, card: dict, images: ImageSet, *, checkpoin
     """Mask statistics of `model` over `images` (see the module docstring), cached.
 
     `checkpoint`: the file the model was loaded from; its bytes key the cache (otherwise
-    the model's state dict is hashed). `size`: the input size (default: the card's
-    input_size). `progress(fraction)` is called after every batch with a value in [0, 1].
+    the model's state dict is hashed). `card`: a ModelCard (or its dict); its preprocessing
+    makes the inputs. `size`: another input size than the card's. `progress(fraction)` is
+    called after every batch with a value in [0, 1].
     """
     if not isinstance(images, ImageSet):
         raise ResattnError("mask_statistics takes an ImageSet (from load_images, resattn.data.load_pack or "
                            f"load_folder), got {type(images).__name__}.")
-    size = int(size or card.get("input_size") or 224)
+    card = as_card(card)
+    if size and int(size) != card.input_size:
+        card = card.replace(input_size=int(size))
+    size = card.input_size
     names = [name for name, module in model.attention_modules() if module.soft_mask_branch is not None]
     if not names:
         raise ResattnError("This model has no soft masks (attention 'none'); choose a checkpoint with attention.")
-    mean, std = tuple(card.get("mean", IMAGENET_MEAN)), tuple(card.get("std", IMAGENET_STD))
-    settings = {"size": size, "map_size": int(map_size), "mean": mean, "std": std}
+    settings = {"size": size, "map_size": int(map_size), "mean": card.mean, "std": card.std}
     rank, world = _distributed()
     group = None
     if world > 1:
@@ -417,7 +422,7 @@ def mask_statistics(model: nn.Module, card: dict, images: ImageSet, *, checkpoin
     bar = tqdm(batches, desc="mask statistics", unit="batch", disable=not show_progress or rank != 0, leave=False)
     for done, start in enumerate(bar, start=1):
         rows = shard[start:start + batch_size]
-        x = normalise_batch(images.images[torch.from_numpy(rows)], size, mean, std).to(device)
+        x = card.preprocess_batch(images.images[torch.from_numpy(rows)]).to(device)
         tr = trace(model, x)
         p = tr.logits.float().softmax(dim=1)
         top = p.max(dim=1)
@@ -494,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
         if world > 1 and device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
         model, card = load_checkpoint(args.checkpoint, device=device)
-        images = load_images(args.images, classes=card["classes"], size=int(card.get("input_size", 224)),
+        images = load_images(args.images, classes=list(card.classes), size=card.input_size,
                              limit=args.limit)
         stats = mask_statistics(model, card, images, checkpoint=args.checkpoint, batch_size=args.batch_size,
                                 map_size=args.map_size, cache_folder=args.cache)
