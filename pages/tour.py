@@ -6,8 +6,7 @@ import math
 
 import streamlit as st
 
-from resattn import figures
-from resattn import figures_analysis as fa
+from resattn import viz
 from ui import analysis_cache as analysed
 from ui import cache, presenter, state, tour_data
 from ui.cards import describe, pick_zoo
@@ -82,7 +81,7 @@ if step == 1:
     left, right = st.columns([1, 1.6], gap="large")
     left.image(trace.image, caption=f"{app.image_label}, as the network sees it", width="stretch")
     with right:
-        st.plotly_chart(figures.predictions_figure(classes, trace.probs, k=5, font_size=16), theme=None,
+        st.plotly_chart(viz.predictions_figure(classes, trace.probs, k=5, font_size=16), theme=None,
                         config={"displayModeBar": False}, key="tour_predictions")
 
 # ----------------------------------------------------------------------------- 2: the stem
@@ -96,10 +95,9 @@ elif step == 2:
                 f"the {len(last.indices)} below are those with the most energy (mean of squares) on this photo.")
     left, right = st.columns([1, 3], gap="large")
     left.image(trace.image, caption=f"{size} × {size} input", width="stretch")
-    lo, hi = figures.value_range(last.channels, symmetric=True)
-    grid = figures.channel_grid_figure(last.channels, [f"ch {i}" for i in last.indices], zmin=lo, zmax=hi,
-                                       colorscale=figures.FEATURE_SCALE, colorbar_title="value", value_name="value",
-                                       cols=4, title=f"Stem output, {sizes(last.shape)}")
+    grid = viz.channel_grid_figure(last.channels, [f"ch {i}" for i in last.indices], signed=True,
+                                   colorbar_title="value", value_name="value", cols=4,
+                                   title=f"Stem output, {sizes(last.shape)}")
     right.plotly_chart(grid, theme=None, key="tour_stem")
 
 # ----------------------------------------------------------------------------- 3: the trunk
@@ -113,10 +111,9 @@ elif step == 3:
                 "Its **trunk** is t = 2 residual units; each adds a learned correction to what it receives, so "
                 f"T(x) keeps the size: **{sizes(first.trunk.shape)}**. Trunks alone would make an ordinary "
                 "residual network; the attention comes from a second branch beside each trunk.")
-    lo, hi = figures.value_range(x_map, t_map, symmetric=True)
-    panels = figures.panels_figure([
-        figures.Panel(f"input x of {first.name}", x_map, lo, hi, figures.FEATURE_SCALE, "x", "x", zmid=0.0),
-        figures.Panel("trunk output T(x)", t_map, lo, hi, figures.FEATURE_SCALE, "T", "T", zmid=0.0)], height=380)
+    panels = viz.panels_figure(viz.share_range([
+        viz.map_panel(f"input x of {first.name}", x_map, signed=True, value_name="x"),
+        viz.map_panel("trunk output T(x)", t_map, signed=True, value_name="T")]), height=380)
     st.plotly_chart(panels, theme=None, key="tour_trunk")
     st.caption("Means over the channels, one shared colour scale.")
 
@@ -135,14 +132,13 @@ elif step == 4:
     panels = []
     for s in shown:
         if s.label.startswith("M ="):
-            lo, hi = figures.value_range(s.mean)
-            panels.append(figures.Panel(f"M: {s.shape[1]}×{s.shape[2]}", s.mean, lo, hi, figures.MASK_SCALE, "", "M"))
+            panels.append(viz.map_panel(f"M: {s.shape[1]}×{s.shape[2]}", s.mean, signed=False, colorbar_title="",
+                                        value_name="M"))
         else:
-            lo, hi = figures.value_range(s.mean, symmetric=True)
             title = s.label.split(":")[0].replace("input of the mask branch", "input")
-            panels.append(figures.Panel(f"{title}: {s.shape[1]}×{s.shape[2]}", s.mean, lo, hi, figures.FEATURE_SCALE,
-                                        "", "value", zmid=0.0))
-    st.plotly_chart(figures.panels_figure(panels, height=300), theme=None, key="tour_branch")
+            panels.append(viz.map_panel(f"{title}: {s.shape[1]}×{s.shape[2]}", s.mean, signed=True, colorbar_title="",
+                                        value_name="value"))
+    st.plotly_chart(viz.panels_figure(panels, height=300), theme=None, key="tour_branch")
     st.markdown("\n".join(f"- {s.label}: {sizes(s.shape)}" for s in steps))
     st.caption("Each map is the mean over its channels at its own resolution (each with its own colour scale); "
                "the sizes are those measured on this photo's forward pass.")
@@ -155,10 +151,9 @@ elif step == 5:
                 f"**{card.get('attention')}**. Here are the same mask logits of {first.name} through all three:")
     st.latex(r"f_{\text{mixed}} = \sigma(x_{i,c}) \qquad f_{\text{channel}} = \frac{x_{i,c}}{\lVert x_i \rVert}"
              r" \qquad f_{\text{spatial}} = \sigma\!\left(\frac{x_{i,c} - \mu_c}{\sigma_c}\right)")
-    panels = [figures.Panel(kind, d["map"], *figures.value_range(d["map"], symmetric=kind == "channel"),
-                            figures.FEATURE_SCALE if kind == "channel" else figures.MASK_SCALE, "", "M",
-                            zmid=0.0 if kind == "channel" else None) for kind, d in demo.items()]
-    st.plotly_chart(figures.panels_figure(panels, height=330), theme=None, key="tour_activations")
+    panels = [viz.map_panel(kind, d["map"], signed=kind == "channel", colorbar_title="", value_name="M")
+              for kind, d in demo.items()]
+    st.plotly_chart(viz.panels_figure(panels, height=330), theme=None, key="tour_activations")
     ch, sp, mx = demo["channel"], demo["spatial"], demo["mixed"]
     st.markdown(f"- **mixed**: a sigmoid per value; {mx['above_half']:.0%} of them are above 0.5 here.\n"
                 f"- **channel**: each position's channel vector has length {ch['position_norm'][0]:.2f}–"
@@ -172,17 +167,16 @@ elif step == 6:
     combos = tour_data.combinations(key, image)
     mine = combos[first.name]
     t, arl, nal = mine["T"], mine["(1+M)·T"], mine["M·T"]
-    lo, hi = figures.value_range(t["map"], arl["map"], nal["map"], symmetric=True)
     st.markdown("How should M act on T? Multiplying, **M·T** (naive attention), can only shrink features where "
                 "M < 1. The paper's **attention residual learning** adds T back: **(1 + M)·T**, so a mask in "
                 f"[0, 1] can only amplify. On this photo at {first.name}: mean |T| = {t['size']:.3f}, "
                 f"mean |(1+M)·T| = "
                 f"{arl['size']:.3f} (× {arl['size'] / t['size']:.2f}), mean |M·T| = {nal['size']:.3f} "
                 f"(× {nal['size'] / t['size']:.2f}).")
-    panels = figures.panels_figure([
-        figures.Panel("T", t["map"], lo, hi, figures.FEATURE_SCALE, "", "T", zmid=0.0),
-        figures.Panel("(1 + M)·T  (ARL)", arl["map"], lo, hi, figures.FEATURE_SCALE, "", "H", zmid=0.0),
-        figures.Panel("M·T  (NAL)", nal["map"], lo, hi, figures.FEATURE_SCALE, "", "H", zmid=0.0)], height=360)
+    panels = viz.panels_figure(viz.share_range([
+        viz.map_panel("T", t["map"], signed=True, colorbar_title="", value_name="T"),
+        viz.map_panel("(1 + M)·T  (ARL)", arl["map"], signed=True, colorbar_title="", value_name="H"),
+        viz.map_panel("M·T  (NAL)", nal["map"], signed=True, colorbar_title="", value_name="H")]), height=360)
     st.plotly_chart(panels, theme=None, key="tour_arl")
     ratios = {name: [c[name]["size"] / c["T"]["size"] for c in combos.values()] for name in ("(1+M)·T", "M·T")}
     st.markdown(f"Over all {len(combos)} modules the ratios multiply to **{math.prod(ratios['(1+M)·T']):.2f}** for "
@@ -197,15 +191,15 @@ elif step == 7:
     panels = []
     for m in masked:
         z = cache.reduced(key, image, m.name, "mask", "mean")
-        panels.append(figures.Panel(f"{m.name}: {z.shape[0]}×{z.shape[1]}", z, *figures.value_range(z),
-                                    figures.MASK_SCALE, "", "M"))
+        panels.append(viz.map_panel(f"{m.name}: {z.shape[0]}×{z.shape[1]}", z, signed=False, colorbar_title="",
+                                    value_name="M"))
     stats = cache.stage_statistics(key, image)
     st.markdown("Every stage has its own attention modules, at its own resolution and with more channels. "
                 + "; ".join(f"stage {s}: mean M {v['mean']:.2f}" for s, v in stats.items())
                 + f". The first mask has {masked[0].mask.shape[1]} × {masked[0].mask.shape[2]} positions for "
                   f"{masked[0].mask.shape[0]} channels, the last {masked[-1].mask.shape[1]} × "
                   f"{masked[-1].mask.shape[2]} for {masked[-1].mask.shape[0]}: fine detail early, coarse regions late.")
-    st.plotly_chart(figures.panels_figure(panels, height=320), theme=None, key="tour_stages")
+    st.plotly_chart(viz.panels_figure(panels, height=320), theme=None, key="tour_stages")
     st.caption("Each module's mask, mean over channels, each with its own colour scale (from its minimum to its "
                "maximum). The module explorer shows every channel.")
 
@@ -222,8 +216,8 @@ elif step == 8:
                 + f". **{best}** goes from {p:.1%} to {after:.1%}"
                 + (f"; the answer is still **{best}**." if new_best == best
                    else f"; the answer becomes **{new_best}**."))
-    fig = fa.top5_change_figure(result.rows, labels={"before": "as trained", "after": f"M = 0 at {first.name}"},
-                                height=380)
+    fig = viz.top5_change_figure(result.rows, labels={"before": "as trained", "after": f"M = 0 at {first.name}"},
+                                 height=380)
     st.plotly_chart(fig, theme=None, key="tour_intervention")
     st.page_link("pages/interventions.py", label="Try other modules and replacements", icon=":material/toggle_off:")
 
@@ -241,15 +235,13 @@ else:
         if last not in other.names or other.module(last).mask is None:
             continue
         z = cache.reduced(app.key(entry), image, last, "mask", "mean")
-        signed = entry.card.get("attention") == "channel"
-        panels.append(figures.Panel(label, z, *figures.value_range(z, symmetric=signed),
-                                    figures.FEATURE_SCALE if signed else figures.MASK_SCALE, "", "M",
-                                    zmid=0.0 if signed else None))
+        panels.append(viz.map_panel(label, z, signed=entry.card.get("attention") == "channel", colorbar_title="",
+                                    value_name="M"))
     st.markdown("The same photo through networks that differ in the activation f or in how M meets T (each "
                 f"card in the sidebar says how it was trained). Below: the mask of {last} in each. Their answers: "
                 + "; ".join(answers) + ". The Compare page puts every module of these networks side by side.")
     if panels:
-        st.plotly_chart(figures.panels_figure(panels, height=340), theme=None, key="tour_compare")
+        st.plotly_chart(viz.panels_figure(panels, height=340), theme=None, key="tour_compare")
     if missing:
         st.caption(f"Not in the checkpoint folder: {', '.join(missing)}.")
     st.page_link("pages/compare.py", label="Open the Compare page", icon=":material/compare:")
