@@ -4,7 +4,7 @@ import math
 
 import streamlit as st
 
-from resattn import figures
+from resattn import viz
 from ui import cache, export, state
 from ui.cards import model_label, pick_zoo
 
@@ -64,17 +64,15 @@ module = trace.module(name)
 st.subheader("T, M and H of one module")
 t_map = cache.reduced(key, app.image, name, "trunk", "mean")
 h_map = cache.reduced(key, app.image, name, "output", "mean")
-feature_range = figures.value_range(t_map, h_map, symmetric=True)
-panels = [figures.Panel("trunk T", t_map, *feature_range, figures.FEATURE_SCALE, "T", "T", zmid=0.0)]
+panels = [viz.map_panel("trunk T", t_map, signed=True, range_of=[t_map, h_map], value_name="T")]  # T, H: one scale
 if module.mask is not None:
     m_map = cache.reduced(key, app.image, name, "mask", "mean")
-    panels.append(figures.Panel("soft mask M", m_map, *figures.value_range(m_map), figures.MASK_SCALE, "M", "M"))
+    panels.append(viz.map_panel("soft mask M", m_map, signed=False, value_name="M"))
 combination = {"arl": "H = (1+M)·T", "nal": "H = M·T"}.get(card.get("residual"), "H")
 if module.mask is None:
     combination = "H = T (no mask)"
-panels.append(figures.Panel(f"output {combination}", h_map, *feature_range, figures.FEATURE_SCALE, "H", "H",
-                            zmid=0.0))
-tmh = figures.panels_figure(panels, height=330)
+panels.append(viz.map_panel(f"output {combination}", h_map, signed=True, range_of=[t_map, h_map], value_name="H"))
+tmh = viz.panels_figure(panels, height=330)
 st.plotly_chart(tmh, theme=None, key="tmh")
 figures_out["T_M_H"] = tmh
 profile = {row["name"]: row for row in cache.magnitudes(key, app.image)}
@@ -101,7 +99,7 @@ for label, entry in zoo:
 if not profiles and module.mask is not None:
     profiles[model_label(card)] = list(profile.values())
 if profiles:
-    gain = figures.gain_figure(profiles, height=420)
+    gain = viz.gain_figure(profiles, height=420)
     st.plotly_chart(gain, theme=None, key="gain")
     figures_out["gain"] = gain
     lines = []
@@ -127,15 +125,11 @@ if demo is None:
 else:
     st.markdown(f"The logits of **{name}**'s mask branch (what {model_label(card)} feeds its own activation), "
                 "passed through each of the three activations:")
-    act_maps = figures.panels_figure(
-        [figures.Panel(f"{kind}: mean over channels", d["map"], *figures.value_range(d["map"]),
-                       figures.FEATURE_SCALE if kind == "channel" else figures.MASK_SCALE, "M", "M",
-                       zmid=0.0 if kind == "channel" else None) for kind, d in demo.items()], height=330)
+    act_maps = viz.panels_figure([viz.map_panel(f"{kind}: mean over channels", d["map"], signed=kind == "channel",
+                                                value_name="M") for kind, d in demo.items()], height=330)
     st.plotly_chart(act_maps, theme=None, key="activation_maps")
-    hists = figures.histograms_figure({kind: (d["counts"], d["edges"]) for kind, d in demo.items()},
-                                      x_titles={kind: "M" for kind in demo},
-                                      colors={"mixed": "#1f77b4", "channel": "#ff7f0e", "spatial": "#2ca02c"},
-                                      height=320)
+    hists = viz.histograms_figure({kind: (d["counts"], d["edges"]) for kind, d in demo.items()},
+                                  x_titles={kind: "M" for kind in demo}, height=320)
     st.plotly_chart(hists, theme=None, key="activation_histograms")
     figures_out["activation_maps"] = act_maps
     figures_out["activation_histograms"] = hists
