@@ -178,7 +178,7 @@ def arrays() -> dict:
     out = {"image": trace.image}
     if mask_map is not None:
         out[f"mask_{module.name}_{reduction}"] = mask_map
-    out.update({method: result.map for method, result in results.items()})
+    out.update({method: result.map.numpy() for method, result in results.items()})
     return out
 
 

@@ -117,7 +117,7 @@ def column_maps(entry, trace):
     for name in modules:
         if name not in trace.names:
             continue  # drawn as "no such module"
-        if trace.module(name).tensor(show) is None:
+        if getattr(trace.module(name), show) is None:
             maps[name] = None  # the baseline's mask
             continue
         maps[name] = cache.reduced(key, app.image, name, show, mode, int(st.session_state["channel"]) if

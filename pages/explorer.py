@@ -3,7 +3,6 @@ the mask over the image, its histogram, individual channels, and the paper's Fig
 (the mask channels with the most energy, each above the trunk feature it scales)."""
 import numpy as np
 import streamlit as st
-import torch
 
 from resattn import viz
 from resattn.analysis.reduce import REDUCE_LABELS as REDUCTIONS
@@ -94,7 +93,7 @@ channel, k, scale, opacity = int(st.session_state["channel"]), int(st.session_st
 
 def maps_of(module_name: str, which: str, at_size: bool = False):
     mod = trace.module(module_name)
-    ch = min(channel, mod.tensor(which).shape[0] - 1) if mod.tensor(which) is not None else 0
+    ch = min(channel, getattr(mod, which).shape[0] - 1) if getattr(mod, which) is not None else 0
     return cache.reduced(key, image, module_name, which, mode, ch, k, size if at_size else None)
 
 
@@ -145,7 +144,7 @@ with right:
                                     x_title=TENSOR_NAMES[hist_which], height=440)
     st.plotly_chart(hist_fig, theme=None, key="histogram")
     if has_mask:
-        values = module.mask
+        values = module.mask.numpy()
         st.caption(f"{values.size:,} values · mean {values.mean():.3f} · std {values.std():.3f} · "
                    f"min {values.min():.3f} · max {values.max():.3f}"
                    + (" · channel attention normalises each position's channel vector to unit length, so "
@@ -153,7 +152,7 @@ with right:
 
 # ----------------------------------------------------------------------------- channel grid
 st.subheader("Individual channels")
-grid_options = [t for t in ("mask", "trunk", "output", "input") if module.tensor(t) is not None]
+grid_options = [t for t in ("mask", "trunk", "output", "input") if getattr(module, t) is not None]
 state.ensure_choice("tensor", grid_options, "mask")
 st.radio("Tensor", grid_options, key="tensor", format_func=TENSOR_NAMES.get, horizontal=True)
 which = st.session_state["tensor"]
@@ -163,7 +162,7 @@ grid_fig = viz.channel_grid_figure(grid_maps, [f"ch {i}" for i in indices], sign
                                    colorbar_title=which[0].upper() if which != "input" else "X",
                                    value_name=TENSOR_NAMES[which], cols=8)
 st.plotly_chart(grid_fig, theme=None, key="grid")
-shrunk = grid_maps.shape[-1] != module.tensor(which).shape[-1]
+shrunk = grid_maps.shape[-1] != getattr(module, which).shape[-1]
 st.caption(f"{TENSOR_NAMES[which].capitalize()} in the {len(indices)} channels where the mask has the most energy "
            f"(mean of M² over the positions){'' if has_mask else ' (no mask here: the trunk’s energy)'}, the same "
            f"channels for every tensor; one shared colour scale{'; shrunk to 32 × 32 for display' if shrunk else ''}.")
@@ -180,7 +179,7 @@ else:
                 "and the result H.")
     masks_at_size = [cache.reduced(key, image, name, "mask", "channel", c, size=size) for c in top]
     blended, (m_lo, m_hi) = viz.blend_maps(trace.image, masks_at_size, opacity=0.65)
-    energies = channel_energy(torch.from_numpy(module.mask)).tolist()
+    energies = channel_energy(module.mask).tolist()
     columns = st.columns(len(top))
     for column, c, picture in zip(columns, top, blended):
         energy = energies[c]
@@ -201,8 +200,8 @@ else:
 
 
 def module_arrays() -> dict[str, np.ndarray]:
-    out = {f"{name}/{w}": module.tensor(w) for w in ("input", "trunk", "mask", "output")
-           if module.tensor(w) is not None}
+    out = {f"{name}/{w}": getattr(module, w).numpy() for w in ("input", "trunk", "mask", "output")
+           if getattr(module, w) is not None}
     out.update({f"{name}/{w}_reduced_{mode}": z for w, z in feature_maps.items()})
     if mask_map is not None:
         out[f"{name}/mask_reduced_{mode}"] = mask_map

@@ -4,7 +4,6 @@ and see what changes: the top-5 predictions and the masks of the later modules. 
 is shown beside a reference (the changes other images' masks cause), and, when the
 checkpoint has a dataset report, beside the causal test and the sanity check over many
 images."""
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -95,8 +94,8 @@ except ResattnError as exc:
 what = analysis.INTERVENTION_LABELS[mode] + (f" = {st.session_state['ivalue']:g}" if mode == "constant" else "") \
     + (f" ({other_label})" if mode == "from_image" else "") \
     + (f" (seed {st.session_state['seed']})" if mode == "randomise" else "")
-before_best = max(result.rows, key=lambda r: r["before"])
-after_best = max(result.rows, key=lambda r: r["after"])
+before_best = max(result.top5, key=lambda r: r["before"])
+after_best = max(result.top5, key=lambda r: r["after"])
 st.subheader(f"{name}: {what}")
 st.markdown(f"Prediction **{before_best['name']}** ({before_best['before']:.1%}) → "
             f"**{after_best['name']}** ({after_best['after']:.1%}).")
@@ -117,7 +116,7 @@ else:
                   if mode == "one" and residual == "arl" else "."))
 
 # A reference for the size of the change: the same module's mask taken from other images.
-predicted = int(np.argmax(result.probs_before))
+predicted = int(result.probabilities_before.argmax())
 others = [(f"sample:{n}", samples.load(f"sample:{n}")) for n in samples.SKIMAGE_SAMPLES]
 others = [(i, img, sha) for i, (img, sha) in others if sha != app.sha]
 other_keys = tuple(cache.trace_key(app.entry, app.device, sha, app.input_size()) for _, _, sha in others)
@@ -126,17 +125,17 @@ try:
 except ResattnError as exc:
     swaps = []
     st.warning(f"The reference could not be computed: {exc}")
-change = float(result.probs_after[predicted] - result.probs_before[predicted])
+change = float(result.probabilities_after[predicted] - result.probabilities_before[predicted])
 if swaps:
     low, high = min(swaps), max(swaps)
     where = {1: "larger than", -1: "a larger drop than", 0: "within"}[band_side(change, low, high)]
-    st.markdown(f"The probability of **{result.classes[predicted]}** changes by **{change:+.1%}**: {where} the range of "
+    st.markdown(f"The probability of **{trace.classes[predicted]}** changes by **{change:+.1%}**: {where} the range of "
                 f"changes that the masks of {len(swaps)} other sample images cause at {name} ({low:+.1%} to "
                 f"{high:+.1%}).")
 
 left, right = st.columns([1.2, 1], gap="large")
 with left:
-    top5_fig = fa.top5_change_figure(result.rows, title="Top-5 classes before and after")
+    top5_fig = fa.top5_change_figure(result.top5, title="Top-5 classes before and after")
     st.plotly_chart(top5_fig, theme=None, key="top5_change")
     st.caption("The union of both runs' top-5 classes, ordered by the probability before.")
 with right:
@@ -154,7 +153,7 @@ st.caption(f"{REDUCTIONS[reduce].capitalize()} at the module's own resolution {b
            f"{before_map.shape[1]}. Before and after share one colour scale; the difference is centred at 0.")
 
 table = pd.DataFrame([{"class": r["name"], "before": r["before"], "after": r["after"], "change": r["change"]}
-                      for r in result.rows])
+                      for r in result.top5])
 changes = pd.DataFrame([{"module": m, "mean_abs_mask_change": v} for m, v in result.mask_change.items()])
 with st.expander("The numbers"):
     st.dataframe(table, hide_index=True, width="stretch")
@@ -195,10 +194,10 @@ else:
 
 
 def arrays() -> dict:
-    out = {"probs_before": result.probs_before, "probs_after": result.probs_after}
+    out = {"probs_before": result.probabilities_before.numpy(), "probs_after": result.probabilities_after.numpy()}
     for module_name in result.maps_before:
-        out[f"{module_name}/mask_{reduce}_before"] = result.maps_before[module_name]
-        out[f"{module_name}/mask_{reduce}_after"] = result.maps_after[module_name]
+        out[f"{module_name}/mask_{reduce}_before"] = result.maps_before[module_name].numpy()
+        out[f"{module_name}/mask_{reduce}_after"] = result.maps_after[module_name].numpy()
     return out
 
 

@@ -208,15 +208,15 @@ elif step == 8:
     needs_masks()
     result = analysed.intervention(key, image, first.name, "zero")
     best, p = trace.top(1)[0]
-    after = float(result.probs_after[trace.classes.index(best)])
-    new_best = trace.classes[int(result.probs_after.argmax())]
+    after = float(result.probabilities_after[trace.classes.index(best)])
+    new_best = trace.classes[int(result.probabilities_after.argmax())]
     st.markdown(f"What does a mask do for the answer? Set M = 0 in **{first.name}** and run the photo again: "
                 + ("with (1 + M)·T that module passes T through unchanged" if card.get("residual") == "arl"
                    else "with M·T that module's output becomes zero")
                 + f". **{best}** goes from {p:.1%} to {after:.1%}"
                 + (f"; the answer is still **{best}**." if new_best == best
                    else f"; the answer becomes **{new_best}**."))
-    fig = viz.top5_change_figure(result.rows, labels={"before": "as trained", "after": f"M = 0 at {first.name}"},
+    fig = viz.top5_change_figure(result.top5, labels={"before": "as trained", "after": f"M = 0 at {first.name}"},
                                  height=380)
     st.plotly_chart(fig, theme=None, key="tour_intervention")
     st.page_link("pages/interventions.py", label="Try other modules and replacements", icon=":material/toggle_off:")

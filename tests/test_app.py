@@ -479,7 +479,7 @@ def test_eight_threads_tracing_different_images_each_get_their_own_result(zoo_en
 
     def work(i):
         barrier.wait()
-        results[i] = cache.trace_arrays(keys[i], images[i]).logits
+        results[i] = cache.image_trace(keys[i], images[i]).trace.logits[0].numpy()
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
     for t in threads:
@@ -490,7 +490,7 @@ def test_eight_threads_tracing_different_images_each_get_their_own_result(zoo_en
     serial = [model(resattn.data.preprocess(image, 64, card["mean"], card["std"]))[0].detach().numpy()
               for image in images]
     same = sum(np.allclose(results[i], serial[i], rtol=1e-4, atol=1e-5) for i in range(8))
-    cached_model = cache.load_model(str(entry.path), entry.stamp, "cpu")[0]
+    cached_model = cache.inference_model(str(entry.path), entry.stamp, "cpu")  # the model the threads traced
     reliability("concurrency", "8 threads through the app's cached trace function, 8 images",
                 "each equals its serial result; no hook left",
                 f"{same}/8 equal to serial; {len({r.tobytes() for r in results.values()})} distinct results; "

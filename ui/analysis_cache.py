@@ -1,14 +1,23 @@
 """What the analysis pages (attribution, interventions, faithfulness, dataset) compute,
-cached and bounded, plus the settings those pages carry in the URL and their exports.
+cached and bounded, and their exports.
+
+Forward passes run on the checkpoint's inference model (ui/cache.py `inference_model`: BN
+folded, channels_last), the one the traces come from: mask interventions and faithfulness
+curves. The model as trained runs what needs its layers or its exact gradients: the
+"randomise" intervention, attributions and the report's reductions (see the note at
+`attribution`) and the dataset statistics.
 
 Caches (in the style of ui/cache.py; every key starts with the trace key
 (checkpoint path + stamp, device, image sha256, input size), so a changed checkpoint file
 or image never reuses a result):
 
 - attribution maps: `st.cache_data(max_entries=ANALYSIS_ENTRIES)`, one entry per (trace
-  key, method, target, method options): an H x W float32 map (64 KB at 128 px).
+  key, method, target, method options): the library's `resattn.analysis.Attribution`, an
+  H x W float32 tensor (64 KB at 128 px). cache_data (a pickled copy per read) suits it:
+  small, and a page may change the copy it gets without touching the cache.
 - interventions: one entry per (trace key, module, mode, value / other image / seed,
-  reduction): probabilities and one reduced map per module before and after (a few KB).
+  reduction): the library's `InterventionSummary` (probabilities and one reduced map per
+  module before and after, a few KB; not the two full traces of an InterventionResult).
 - faithfulness curves: one entry per (trace key, map, target, steps, baseline), so that
   switching a method on or off never recomputes the others; random orders one entry per
   seed.
@@ -23,19 +32,15 @@ or image never reuses a result):
   (resattn.analysis.dataset, $RESATTN_CACHE or ~/.cache/resattn); `cached_statistics`
   finds an existing file without computing anything.
 
-Page settings: the pages' own settings (methods, k, steps, ...) are read from the URL the
-first time a session needs them, kept in session state (with a shadow copy, as in
-ui/state.py, so that visiting another page does not drop them) and written back to the
-URL by `sync_settings`, so a copied link reopens the same view. Settings shared with the
-other pages ("module", "reduce", "channel", "k") stay in ui/state.py.
+The pages' own settings and shared controls live in ui/analysis_settings.py (imported here
+under their old names, which the pages use).
 """
 from __future__ import annotations
 
 import re
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -46,194 +51,46 @@ from resattn import analysis
 from resattn.analysis import dataset as datasets
 from resattn.analysis.faithfulness import FaithfulnessCurve
 from resattn.checkpoints import IMAGENET_MEAN, IMAGENET_STD
-from resattn.data import IMAGE_SUFFIXES, ImageSet, find_pack, preprocess
+from resattn.data import IMAGE_SUFFIXES, ImageSet, find_pack
 from resattn.errors import ResattnError
 
 from . import cache, export
+from .analysis_settings import (  # noqa: F401 (the pages reach them as analysis_cache.<name>)
+    ANALYSIS_SETTINGS,
+    attribution_controls,
+    clamp_setting,
+    class_picker,
+    gradcam_layers,
+    keep_options,
+    page_settings,
+    sync_settings,
+    use_settings,
+)
 
 ANALYSIS_ENTRIES = 128
 DATASET_ENTRIES = 2
 MAP_SIZE = 16  # the side of the dataset page's mean mask maps (the library's default)
 
-# --------------------------------------------------------------------------- page settings
-
-# name -> (type, default); list settings travel as comma-separated text, booleans as 1 / 0.
-ANALYSIS_SETTINGS: dict[str, tuple[type, Any]] = {
-    "target": (str, "pred"),  # "pred" or a class index
-    "methods": (list, ["abs_ig", "ig", "gradcam", "occlusion"]),
-    "areduce": (str, "mean"),  # the report's reductions (analysis.ANALYSIS_REDUCTIONS)
-    "camlayer": (str, ""),  # Grad-CAM layer; "" = resattn.analysis.default_gradcam_layer
-    "igsteps": (int, 32),
-    "topk": (int, 20),  # top-k % for IoU and the pointing game
-    "normalise": (bool, False),
-    "iv": (str, "zero"),  # intervention mode
-    "ivalue": (float, 0.5),
-    "other": (str, "sample:astronaut"),
-    "seed": (int, 0),
-    "later": (str, ""),
-    "steps": (int, 32),
-    "baseline": (str, "blur"),
-    "nulls": (int, 10),  # random orders of each kind on the faithfulness page
-    "source": (str, "pack"),
-    "folder": (str, ""),
-    "limit": (int, 100),
-    "select": (str, "all"),
-    "groupby": (str, "label"),
-}
-_SHADOW_KEY = "_resattn_analysis_settings"
-_USED_KEY = "_resattn_analysis_used"
-
-
-def _parse(kind: type, raw: str | None, default):
-    if raw is None:
-        return default
-    try:
-        if kind is list:
-            return [part for part in raw.split(",") if part]
-        if kind is bool:
-            return raw.strip().lower() in ("1", "true", "yes", "on")
-        return kind(raw)
-    except (TypeError, ValueError):
-        return default
-
-
-def _text(value) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
-    return str(value)
-
-
-def use_settings(*names: str) -> None:
-    """Before a page draws its widgets: give each setting a value (session state, else the
-    shadow copy, else the URL, else the default) and make it plain session state, so it
-    survives runs of pages that do not draw its widget."""
-    ss = st.session_state
-    shadow = ss.setdefault(_SHADOW_KEY, {})
-    for name in names:
-        kind, default = ANALYSIS_SETTINGS[name]
-        if name not in ss:
-            ss[name] = shadow[name] if name in shadow else _parse(kind, st.query_params.get(name), default)
-        ss[name] = ss[name]
-        shadow[name] = ss[name]
-    ss[_USED_KEY] = list(names)
-
-
-def sync_settings() -> None:
-    """After the widgets: write this page's settings into the URL (only those that changed)."""
-    ss = st.session_state
-    shadow = ss.setdefault(_SHADOW_KEY, {})
-    for name in ss.get(_USED_KEY, []):
-        if name not in ss:
-            continue
-        shadow[name] = ss[name]
-        text = _text(ss[name])
-        if st.query_params.get(name) != text:
-            st.query_params[name] = text
-
-
-def page_settings() -> dict:
-    """This page's settings as JSON-able values (for the settings export)."""
-    ss = st.session_state
-    return {name: ss.get(name) for name in ss.get(_USED_KEY, [])}
-
-
-def clamp_setting(name: str, low, high) -> None:
-    """Keep a numeric setting inside its widget's range (a value from a link may not be)."""
-    value = st.session_state.get(name, ANALYSIS_SETTINGS[name][1])
-    st.session_state[name] = type(low)(min(max(value, low), high))
-
-
-def keep_options(name: str, options: list, default: list | None = None) -> None:
-    """Keep only known options in a list setting (for a multiselect)."""
-    value = [v for v in st.session_state.get(name) or [] if v in options]
-    st.session_state[name] = value if value or default is None else [d for d in default if d in options]
-
-
-# --------------------------------------------------------------------------- model and input
-
-def model_input(key: tuple, image) -> tuple[torch.nn.Module, dict, torch.Tensor]:
-    """(model, card, the normalised 1 x 3 x S x S input on the model's device) of a trace key."""
-    path, stamp, device, _sha, size = key
-    model, card, _ = cache.load_model(path, stamp, device)
-    x = preprocess(image, size, card.get("mean", IMAGENET_MEAN), card.get("std", IMAGENET_STD)).to(device)
-    return model, card, x
-
-
-def gradcam_layers(key: tuple, image) -> tuple[list[str], str]:
-    """(the layers Grad-CAM may use, its default): the attention modules, then the final units."""
-    model, _, _ = model_input(key, image)
-    default = analysis.default_gradcam_layer(model)
-    names = [name for name, _ in model.attention_modules()]
-    if hasattr(model, "final_units"):
-        names.append("final_units")
-    return (names if default in names else [default] + names), default
-
-
-# --------------------------------------------------------------------------- shared controls
-
-def class_picker(slot, trace: cache.TraceData, label: str, help: str) -> int:
-    """The "target" selectbox in `slot` (the predicted class or any class, with its
-    probability); returns the chosen class index."""
-    from . import state
-
-    classes, probs = trace.classes, trace.probs
-    predicted = int(np.argmax(probs))
-    options = ["pred"] + [str(i) for i in range(len(classes))]
-    state.ensure_choice("target", options, "pred")
-    slot.selectbox(label, options, key="target", help=help,
-                   format_func=lambda t: (f"predicted: {classes[predicted]} ({probs[predicted]:.0%})"
-                                          if t == "pred" else f"{classes[int(t)]} ({probs[int(t)]:.1%})"))
-    return predicted if st.session_state["target"] == "pred" else int(st.session_state["target"])
-
-
-def attribution_controls(slots, key: tuple, image) -> tuple[list[str], str, int]:
-    """Methods multiselect, Grad-CAM layer and IG steps in three slots; returns
-    (methods, Grad-CAM layer, IG steps)."""
-    from . import state
-
-    keep_options("methods", list(analysis.METHODS))
-    slots[0].multiselect("Attribution methods", list(analysis.METHODS), key="methods",
-                         format_func=analysis.METHOD_LABELS.get)
-    methods = list(st.session_state["methods"])
-    layers, default_layer = gradcam_layers(key, image)
-    state.ensure_choice("camlayer", layers, default_layer)
-    slots[1].selectbox("Grad-CAM layer", layers, key="camlayer", disabled="gradcam" not in methods,
-                       help=f"Default {default_layer}: the last attention module, the deepest layer at a mask's "
-                            "resolution.")
-    clamp_setting("igsteps", 2, 128)
-    slots[2].number_input("IG steps", min_value=2, max_value=128, step=2, key="igsteps",
-                          disabled="ig" not in methods,
-                          help="Points on the straight path from the baseline (the mean colour) to the image.")
-    return methods, st.session_state["camlayer"], int(st.session_state["igsteps"])
-
-
 # --------------------------------------------------------------------------- attributions
 
-@dataclass
-class AttributionMap:
-    method: str
-    map: np.ndarray  # H x W float32, the method's own units
-    target: int
-    params: dict
-    seconds: float  # wall time when it was computed
-
-    @property
-    def label(self) -> str:
-        return analysis.METHOD_LABELS[self.method]
-
+# Why attributions and the report's reductions use the model as trained, not the inference
+# model: a gradient passes a ReLU or not, and folding moves each gate's threshold by float
+# rounding, so an activation within rounding of its threshold can switch. The forward values
+# stay equal (1e-6 relative), but one switched gate changes the input gradient around it:
+# Integrated Gradients of the folded model differed from the eager one's by up to 8.6e-4 of
+# the map's maximum on a tiny model (the eager float32 map was 1.4e-6 from float64) and by
+# 4e-4 on the shipped mixed ARL network. The agreement numbers rank these maps, and a rank
+# amplifies such a difference (Spearman moved by 1e-5), so they would no longer be the
+# numbers `python -m resattn.report` computes on the same image.
 
 def attribution(key: tuple, image, method: str, target: int, *, layer: str | None = None,
-                ig_steps: int = 32) -> AttributionMap:
+                ig_steps: int = 32) -> analysis.Attribution:
     """One attribution of the class `target` (cached). Only the chosen method's options go
     into the cache key, so changing IG's steps never recomputes Grad-CAM. |IG| is the
     absolute value of the cached signed IG map (one IG computation for both)."""
     if method == "abs_ig":
         signed = attribution(key, image, "ig", target, ig_steps=ig_steps)
-        return AttributionMap("abs_ig", np.abs(signed.map), signed.target, dict(signed.params), signed.seconds)
+        return replace(signed, method="abs_ig", map=signed.map.abs(), params=dict(signed.params))
     options = {"ig": (("n_steps", int(ig_steps)),), "gradcam": (("layer", layer),), "occlusion": ()}
     if method not in options:
         raise ResattnError(
@@ -242,64 +99,30 @@ def attribution(key: tuple, image, method: str, target: int, *, layer: str | Non
 
 
 @st.cache_data(max_entries=ANALYSIS_ENTRIES, ttl=cache.TRACE_TTL_S, show_spinner=False)
-def _attribution(key: tuple, _image, method: str, target: int, options: tuple) -> AttributionMap:
-    model, _, x = model_input(key, _image)
-    start = time.perf_counter()
-    result = analysis.attribute(model, x, method, target, **dict(options))
-    seconds = time.perf_counter() - start
-    return AttributionMap(method, result.map.numpy().copy(), result.target, dict(result.params), seconds)
+def _attribution(key: tuple, _image, method: str, target: int, options: tuple) -> analysis.Attribution:
+    model, _, x = cache.model_and_input(key, _image, eager=True)  # the model as trained: see the note above
+    return analysis.attribute(model, x, method, target, **dict(options))
 
 
 # --------------------------------------------------------------------------- interventions
 
-@dataclass
-class InterventionData:
-    module: str
-    mode: str
-    classes: list[str]
-    probs_before: np.ndarray
-    probs_after: np.ndarray
-    rows: list[dict]  # InterventionResult.top5_table with "name" added
-    mask_change: dict[str, float]  # module -> mean |M after - M before|
-    maps_before: dict[str, np.ndarray]  # module -> reduced mask h x w
-    maps_after: dict[str, np.ndarray]
-    identity: dict[str, float] = field(default_factory=dict)  # at the intervened module: max |H - T|, max |H|, ...
-
-
 @st.cache_data(max_entries=ANALYSIS_ENTRIES, ttl=cache.TRACE_TTL_S, show_spinner=False)
 def intervention(key: tuple, _image, module: str, mode: str, value: float = 0.5, seed: int = 0,
                  other_key: tuple | None = None, _other_image=None, reduce: str = "mean", channel: int = 0,
-                 k: int = 8) -> InterventionData:
-    """resattn.analysis.intervene on the current image; "from_image" takes the mask of
-    `module` from the cached trace of the other image (`other_key`)."""
-    model, card, x = model_input(key, _image)
+                 k: int = 8) -> analysis.InterventionSummary:
+    """resattn.analysis.intervene on the current image, summarised for the page; "from_image"
+    takes the mask of `module` from the cached trace of the other image (`other_key`).
+
+    The mask replacements act on the inference model, whose soft mask branches give the same
+    M as the model as trained and whose trace the other pages show. "randomise" runs on the
+    model as trained, before and after: it rescales the mask branch's trained filters and
+    keeps its BatchNorm layers (Adebayo et al.), which folding merged into those filters."""
+    model, card, x = cache.model_and_input(key, _image, eager=mode == "randomise")
     mask = None
     if mode == "from_image":
-        other = cache.trace_arrays(other_key, _other_image).module(module).mask
-        mask = None if other is None else torch.from_numpy(other)
+        mask = cache.image_trace(other_key, _other_image).module(module).mask
     result = analysis.intervene(model, x, module, mode, value=float(value), mask=mask, seed=int(seed))
-    before, after = result.before.to("cpu"), result.after.to("cpu")
-    classes = list(card["classes"])
-    rows = [{"name": classes[r["class"]], **r} for r in result.top5_table(0)]
-
-    def reduced(trace) -> dict[str, np.ndarray]:
-        out = {}
-        for record in trace.modules:
-            if record.mask is not None:
-                ch = min(int(channel), record.mask.shape[1] - 1)
-                out[record.name] = analysis.reduce_channels(record.mask[0], reduce, channel=ch, k=k).numpy().copy()
-        return out
-
-    record = after[module]
-    identity = {
-        "max_abs_H_minus_T": float((record.output - record.trunk).abs().max()),
-        "max_abs_H": float(record.output.abs().max()),
-        "max_abs_T": float(record.trunk.abs().max()),
-        "max_abs_H_minus_2T": float((record.output - 2 * record.trunk).abs().max()),
-    }
-    return InterventionData(module, mode, classes, result.probabilities_before[0].numpy().copy(),
-                            result.probabilities_after[0].numpy().copy(), rows, result.mask_change(),
-                            reduced(before), reduced(after), identity)
+    return result.summary(classes=list(card["classes"]), reduce=reduce, channel=int(channel), k=int(k))
 
 
 @st.cache_data(max_entries=ANALYSIS_ENTRIES, ttl=cache.TRACE_TTL_S, show_spinner=False)
@@ -307,11 +130,11 @@ def mask_swap_changes(key: tuple, _image, module: str, target: int, other_keys: 
     """The reference for one image's intervention: the change of the class `target`'s
     probability when `module`'s mask is replaced by the mask of each other image (one per
     entry of `other_keys`, whose images are `_others`)."""
-    model, _, x = model_input(key, _image)
+    model, _, x = cache.model_and_input(key, _image)
     changes = []
     for other_key, other_image in zip(other_keys, _others):
-        other = cache.trace_arrays(other_key, other_image).module(module).mask
-        result = analysis.intervene(model, x, module, "from_image", mask=torch.from_numpy(other))
+        other = cache.image_trace(other_key, other_image).module(module).mask
+        result = analysis.intervene(model, x, module, "from_image", mask=other)
         changes.append(float(result.probabilities_after[0, int(target)] - result.probabilities_before[0, int(target)]))
     return changes
 
@@ -330,7 +153,7 @@ def faithfulness_curve(key: tuple, image, spec: tuple, target: int, *, steps: in
 
 @st.cache_data(max_entries=ANALYSIS_ENTRIES, ttl=cache.TRACE_TTL_S, show_spinner=False)
 def _faithfulness_curve(key: tuple, _image, spec: tuple, target: int, steps: int, baseline: str) -> FaithfulnessCurve:
-    model, _, x = model_input(key, _image)
+    model, _, x = cache.model_and_input(key, _image)
     kind = spec[0]
     if kind == "random":
         curves = analysis.faithfulness(model, x, {}, target, steps=steps, baseline=baseline, include_random=True,
@@ -352,7 +175,7 @@ def _faithfulness_curve(key: tuple, _image, spec: tuple, target: int, steps: int
         name = method
     else:
         raise ValueError(f"unknown map spec {spec!r}")
-    curves = analysis.faithfulness(model, x, {name: torch.from_numpy(values)}, target, steps=steps,
+    curves = analysis.faithfulness(model, x, {name: torch.as_tensor(values)}, target, steps=steps,
                                    baseline=baseline, include_random=False)
     return curves[name]
 
@@ -367,7 +190,7 @@ class ReportMask:
 
 @st.cache_data(max_entries=ANALYSIS_ENTRIES, ttl=cache.TRACE_TTL_S, show_spinner=False)
 def _report_mask(key: tuple, _image, module: str, reduction: str, target: int) -> ReportMask:
-    model, _, x = model_input(key, _image)
+    model, _, x = cache.model_and_input(key, _image, eager=True)  # as the report does (note at attributions)
     mask, gradient = analysis.mask_gradients(model, x, int(target))[module]
     weights = analysis.channel_weights(mask, reduction, gradient=gradient)
     return ReportMask(analysis.weighted_map(mask, weights).numpy().astype(np.float32),
@@ -487,7 +310,8 @@ def _load_statistics(path: str, stamp: tuple) -> datasets.MaskStatistics:
 
 def compute_statistics(entry: cache.Entry, device: str, images: ImageSet, size: int,
                        progress: Callable[[float], None] | None = None) -> datasets.MaskStatistics:
-    """resattn.analysis.dataset.mask_statistics (written to its disk cache)."""
+    """resattn.analysis.dataset.mask_statistics (written to its disk cache) of the model as
+    trained: that cache is keyed on the checkpoint's bytes and shared with the CLI."""
     model, card, _ = cache.load_model(entry.path, entry.stamp, device)
     return datasets.mask_statistics(model, card, images, checkpoint=entry.path, size=int(size), map_size=MAP_SIZE,
                                     progress=progress, show_progress=False)

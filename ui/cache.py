@@ -3,14 +3,20 @@
 Bounds (also the numbers to change if memory is tight):
 
 - models: `st.cache_resource(max_entries=MODEL_ENTRIES)`, keyed on (checkpoint path, file
-  size + mtime, device); 6 = the five zoo models plus one more. A model is shared by all
-  sessions; `resattn.trace` serialises hooked passes on it with a per-model lock.
-- traces: `st.cache_data(max_entries=TRACE_ENTRIES, ttl=TRACE_TTL_S)`, keyed on (checkpoint
-  path + stamp, device, image sha256, input size). A trace holds every module's input, T,
-  M and H as float32 numpy arrays on the CPU: ~1.5 MB for Attention-56 at width 0.25 and
-  128 px, ~20 MB at width 1.0 and 224 px, so 32 entries stay under ~650 MB worst case.
+  size + mtime, device); 6 = the five zoo models plus one more. Two per checkpoint: the
+  model as trained (`load_model`: the tour's step-by-step views, attributions, the
+  "randomise" sanity check, dataset statistics) and its inference copy (`inference_model`:
+  resattn.model.fuse.optimise_for_inference, BN folded and channels_last; every trace,
+  mask intervention and faithfulness curve). A model is shared by all sessions;
+  `resattn.trace` serialises hooked passes on it with a per-model lock.
+- traces: `st.cache_resource(max_entries=TRACE_ENTRIES, ttl=TRACE_TTL_S)`, keyed on
+  (checkpoint path + stamp, device, image sha256, input size): the library's `resattn.Trace`
+  itself (every module's input, T, M and H as CPU tensors), shared, not copied: ~1.5 MB for
+  Attention-56 at width 0.25 and 128 px, ~20 MB at width 1.0 and 224 px, so 32 entries stay
+  under ~650 MB worst case (see `image_trace` for why cache_resource).
 - derived maps (reductions, resized maps, thumbnails, statistics):
-  `st.cache_data(max_entries=DERIVED_ENTRIES, ttl=TRACE_TTL_S)`; each is a few KB.
+  `st.cache_data(max_entries=DERIVED_ENTRIES, ttl=TRACE_TTL_S)`; each is a few KB of numpy,
+  the form the figures draw.
 - decoded uploads: `st.cache_data(max_entries=UPLOAD_ENTRIES, ttl=TRACE_TTL_S)`, images
   shrunk to at most MAX_SIDE pixels per side first (~3 MB each).
 - the checkpoint folder listing: `st.cache_data(ttl=LISTING_TTL_S)`, keyed on the folder's
@@ -24,7 +30,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +44,9 @@ from resattn.analysis import reduce as reduce_maps
 from resattn.checkpoints import IMAGENET_MEAN, IMAGENET_STD, read_card, sibling_path
 from resattn.data import preprocess
 from resattn.errors import CheckpointError
+from resattn.model import ResidualAttentionNetwork
+from resattn.model.fuse import optimise_for_inference
+from resattn.trace import ModuleRecord
 
 MODEL_ENTRIES = 6
 TRACE_ENTRIES = 32
@@ -146,6 +156,21 @@ def load_model(path: str, stamp: tuple, device: str):
     return model, card, stats.network_outline(model)
 
 
+@st.cache_resource(max_entries=MODEL_ENTRIES, show_spinner="Preparing the checkpoint for inference…")
+def inference_model(path: str, stamp: tuple, device: str):
+    """The model the app traces and intervenes on: `load_model`'s with every BatchNorm
+    folded and channels_last (optimise_for_inference), which computes the same function
+    (tests/test_fast_path.py bounds the difference, module by module). Its soft mask
+    branches keep their names and outputs, so mask replacements act on it unchanged. Not
+    for what needs the layers as trained: the tour's steps (they show the BN-ReLU-conv stem
+    and mask head), the "randomise" check (it keeps each BatchNorm, which folding removed),
+    attributions (a ReLU gate within rounding of its threshold may switch and change the
+    gradient: see ui/analysis_cache.py) and the dataset statistics (their disk cache is
+    shared with the CLI)."""
+    model = load_model(path, stamp, device)[0]
+    return optimise_for_inference(model) if isinstance(model, ResidualAttentionNetwork) else model
+
+
 # --------------------------------------------------------------------------- images
 
 def image_sha(data: bytes) -> str:
@@ -172,53 +197,57 @@ def preview(sha: str, _image, side: int = 360) -> np.ndarray:
 
 # --------------------------------------------------------------------------- traces
 
-@dataclass
-class ModuleArrays:
-    name: str
-    stage: int
-    input: np.ndarray  # C x h x w float32
-    trunk: np.ndarray
-    mask: np.ndarray | None
-    output: np.ndarray
+@dataclass(frozen=True)
+class ImageTrace:
+    """One image through one checkpoint's inference model: the library's `resattn.Trace`
+    (CPU tensors, batch of one) with what the pages show beside it. Nothing is copied to
+    numpy here; figures convert what they draw (the plotly builders take tensors).
 
-    def tensor(self, which: str) -> np.ndarray | None:
-        return getattr(self, which)
-
-
-@dataclass
-class TraceData:
-    """One image through one checkpoint: CPU numpy arrays only (cheap to cache and copy)."""
+    Shared by every session (st.cache_resource): read it, never write into its tensors."""
     checkpoint: str
     classes: list[str]
-    logits: np.ndarray  # classes
-    probs: np.ndarray
+    trace: resattn.Trace  # logits 1 x classes; module records 1 x C x h x w
     image: np.ndarray  # uint8 S x S x 3: the image as the network saw it (resized square)
-    modules: list[ModuleArrays] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
     def names(self) -> list[str]:
-        return [m.name for m in self.modules]
+        return self.trace.names
 
-    def module(self, name: str) -> ModuleArrays:
-        for m in self.modules:
-            if m.name == name:
-                return m
-        raise KeyError(name)
+    @property
+    def modules(self) -> list[ModuleRecord]:
+        """The records of the one image: tensors C x h x w, views into the trace (no copy)."""
+        return [_first_image(r) for r in self.trace.modules]
+
+    def module(self, name: str) -> ModuleRecord:
+        return _first_image(self.trace[name])
+
+    @property
+    def probs(self) -> np.ndarray:
+        """Softmax of the logits (a few floats, for the pages' predictions)."""
+        return self.trace.logits[0].float().softmax(0).numpy()
 
     def top(self, k: int = 5) -> list[tuple[str, float]]:
-        order = np.argsort(-self.probs)[:k]
-        return [(self.classes[i], float(self.probs[i])) for i in order]
+        probs = self.probs
+        order = np.argsort(-probs)[:k]
+        return [(self.classes[i], float(probs[i])) for i in order]
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """Flat name -> array mapping for .npz export."""
-        out = {"logits": self.logits, "probs": self.probs, "image": self.image}
+        """Flat name -> array mapping for the .npz export (converted when the file is made)."""
+        out = {"logits": self.trace.logits[0].numpy(), "probs": self.probs, "image": self.image}
         for m in self.modules:
             for which in TENSORS:
-                value = m.tensor(which)
+                value = getattr(m, which)
                 if value is not None:
-                    out[f"{m.name}/{which}"] = value
+                    out[f"{m.name}/{which}"] = value.numpy()
         return out
+
+
+def _first_image(record: ModuleRecord) -> ModuleRecord:
+    def first(t):
+        return None if t is None else t[0]
+    return ModuleRecord(record.name, record.stage, first(record.input), first(record.trunk), first(record.mask),
+                        first(record.output))
 
 
 def trace_key(entry: Entry, device: str, sha: str, size: int) -> tuple:
@@ -236,53 +265,55 @@ def network_view(image, size: int) -> np.ndarray:
     return x.permute(1, 2, 0).numpy().copy()
 
 
-def _model_and_input(key: tuple, image):
-    """The cached model of a trace key and the image preprocessed as its card says."""
+def model_and_input(key: tuple, image, *, eager: bool = False):
+    """The model of a trace key (the inference model unless `eager`) and the image
+    preprocessed as its card says, on the model's device and in its memory format."""
     path, stamp, device, _sha, size = key
     model, card, _ = load_model(path, stamp, device)
-    x = preprocess(image, size, card.get("mean") or IMAGENET_MEAN, card.get("std") or IMAGENET_STD)
-    return model, card, x.to(device)
+    x = preprocess(image, size, card.get("mean") or IMAGENET_MEAN, card.get("std") or IMAGENET_STD).to(device)
+    if not eager:
+        model = inference_model(path, stamp, device)
+        x = x.contiguous(memory_format=torch.channels_last)  # the inference model's format (faster convolutions)
+    return model, card, x
 
 
-@st.cache_data(max_entries=TRACE_ENTRIES, ttl=TRACE_TTL_S, show_spinner="Running the image through the network…")
-def trace_arrays(key: tuple, _image) -> TraceData:
-    """One forward pass with hooks (resattn.trace) for `key` = trace_key(...); `_image` (the
-    PIL image whose sha256 is in the key) is not hashed."""
-    import time
-
+# Traces are cached with st.cache_resource, not st.cache_data: cache_data pickles the value
+# when it stores it and hands every call a fresh unpickled copy (its docs: "to cache data and
+# return copies"), i.e. every rerun of every session would copy the whole trace (every
+# module's X, T, M, H: 1.5-20 MB). cache_resource hands out the one shared object, so a trace
+# costs its memory once, bounded by max_entries and the ttl like before; the price is that it
+# must not be mutated, which nothing does (the tensors come out of torch.inference_mode).
+@st.cache_resource(max_entries=TRACE_ENTRIES, ttl=TRACE_TTL_S, show_spinner="Running the image through the network…")
+def image_trace(key: tuple, _image) -> ImageTrace:
+    """One forward pass with hooks (resattn.trace) of the inference model for `key` =
+    trace_key(...); `_image` (the PIL image whose sha256 is in the key) is not hashed."""
     path, stamp, device, _sha, size = key
-    model, card, x = _model_and_input(key, _image)
+    model, card, x = model_and_input(key, _image)
     start = time.perf_counter()
     tr = resattn.trace(model, x).to("cpu")
     seconds = time.perf_counter() - start
-
-    def arr(t):
-        return None if t is None else t[0].float().numpy().copy()
-
-    logits = tr.logits[0].float()
-    modules = [ModuleArrays(r.name, r.stage, arr(r.input), arr(r.trunk), arr(r.mask), arr(r.output))
-               for r in tr.modules]
-    return TraceData(Path(path).name, list(card["classes"]), logits.numpy().copy(),
-                     torch.softmax(logits, 0).numpy().copy(), network_view(_image, size), modules, seconds)
+    return ImageTrace(Path(path).name, list(card["classes"]), tr, network_view(_image, size), seconds)
 
 
-@st.cache_data(max_entries=TRACE_ENTRIES, ttl=TRACE_TTL_S, show_spinner="Reading the mask logits…")
-def mask_logits_arrays(key: tuple, _image) -> dict[str, np.ndarray]:
-    """The soft mask logits (before the activation) per module, C x h x w (How it works)."""
-    model, _, x = _model_and_input(key, _image)
-    return {name: t[0].float().cpu().numpy().copy() for name, t in stats.mask_logits(model, x).items()}
+@st.cache_resource(max_entries=TRACE_ENTRIES, ttl=TRACE_TTL_S, show_spinner="Reading the mask logits…")
+def mask_logits(key: tuple, _image) -> dict[str, torch.Tensor]:
+    """The soft mask logits (before the activation) per module, C x h x w on the CPU (How it
+    works); shared like the traces."""
+    model, _, x = model_and_input(key, _image)
+    return {name: t[0].cpu() for name, t in stats.mask_logits(model, x).items()}
 
 
 # --------------------------------------------------------------------------- derived maps
+# Small numpy maps for the figures (a few KB each): st.cache_data, whose copies are cheap.
 
 @st.cache_data(max_entries=DERIVED_ENTRIES, ttl=TRACE_TTL_S, show_spinner=False)
 def ranked_channels(key: tuple, _image, module: str) -> list[int]:
     """A module's channels by decreasing mask energy (mean of M² over space); by the trunk's
     energy for a model without masks. One order for every tensor of the module, so that
     "top-k" and the channel grid pick the same channels of X, T, M and H."""
-    mod = trace_arrays(key, _image).module(module)
+    mod = image_trace(key, _image).module(module)
     basis = mod.mask if mod.mask is not None else mod.trunk
-    return reduce_maps.channel_energy(torch.from_numpy(basis)).argsort(descending=True).tolist()
+    return reduce_maps.channel_energy(basis).argsort(descending=True).tolist()
 
 
 @st.cache_data(max_entries=DERIVED_ENTRIES, ttl=TRACE_TTL_S, show_spinner=False)
@@ -292,10 +323,9 @@ def reduced(key: tuple, _image, module: str, which: str, mode: str = "mean", cha
     and, with `size`, resized to size x size (bilinear). "topk" averages the k channels with
     the most *mask* energy (see `ranked_channels`), the same channels for every tensor. None
     when the tensor is absent (the mask of a model without attention)."""
-    tensor = trace_arrays(key, _image).module(module).tensor(which)
-    if tensor is None:
+    t = getattr(image_trace(key, _image).module(module), which)
+    if t is None:
         return None
-    t = torch.from_numpy(tensor)
     if mode == "topk":
         top = ranked_channels(key, _image, module)[:max(1, int(k))]
         out = reduce_maps.reduce_channels(t[top], "mean")
@@ -312,10 +342,9 @@ def channel_selection(key: tuple, _image, module: str, which: str, count: int, o
     """Up to `count` channels of a tensor for the channel grid: those with the most mask
     energy (order="energy", see `ranked_channels`) or the first ones (order="index").
     Maps larger than max_side are shrunk (anti-aliased) to keep the figure light."""
-    tensor = trace_arrays(key, _image).module(module).tensor(which)
-    if tensor is None:
+    t = getattr(image_trace(key, _image).module(module), which)
+    if t is None:
         return None
-    t = torch.from_numpy(tensor)
     if order == "energy":
         indices = ranked_channels(key, _image, module)[:count]
     else:
@@ -330,24 +359,23 @@ def channel_selection(key: tuple, _image, module: str, which: str, count: int, o
 def histogram(key: tuple, _image, module: str | None, which: str, bins: int = 60,
               value_range: tuple[float, float] | None = None):
     """(fractions, edges) of a tensor's values (module None: all modules together)."""
-    tr = trace_arrays(key, _image)
+    tr = image_trace(key, _image)
     mods = tr.modules if module is None else [tr.module(module)]
-    values = [m.tensor(which) for m in mods if m.tensor(which) is not None]
+    values = [getattr(m, which) for m in mods if getattr(m, which) is not None]
     if not values:
         return None
-    return stats.value_histogram(np.concatenate([v.ravel() for v in values]), bins, value_range)
+    return stats.value_histogram(torch.cat([v.flatten() for v in values]), bins, value_range)
 
 
 @st.cache_data(max_entries=DERIVED_ENTRIES, ttl=TRACE_TTL_S, show_spinner=False)
 def stage_statistics(key: tuple, _image) -> dict[int, dict[str, float]]:
-    tr = trace_arrays(key, _image)
+    tr = image_trace(key, _image)
     return stats.stage_mask_statistics((m.stage, m.mask) for m in tr.modules)
 
 
 @st.cache_data(max_entries=DERIVED_ENTRIES, ttl=TRACE_TTL_S, show_spinner=False)
 def magnitudes(key: tuple, _image) -> list[dict]:
-    tr = trace_arrays(key, _image)
-    return stats.magnitude_profile([m.__dict__ for m in tr.modules])
+    return stats.magnitude_profile(image_trace(key, _image).modules)
 
 
 def clear_all() -> None:
@@ -359,5 +387,5 @@ def clear_all() -> None:
 @st.cache_data(max_entries=DERIVED_ENTRIES, ttl=TRACE_TTL_S, show_spinner=False)
 def activation_demo(key: tuple, _image, module: str) -> dict | None:
     """resattn.stats.activation_summary of one module's mask logits (None without a mask)."""
-    logits = mask_logits_arrays(key, _image).get(module)
-    return None if logits is None else stats.activation_summary(torch.from_numpy(logits))
+    logits = mask_logits(key, _image).get(module)
+    return None if logits is None else stats.activation_summary(logits)

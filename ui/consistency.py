@@ -54,7 +54,7 @@ def seed_column_label(network: consistency.Network, runs: list[consistency.Netwo
 def image_maps(key: tuple, _image, reduction: str, target: int) -> dict:
     """The reduced mask of each stage's last module for the current image (`key`:
     AppState.key of the network), preprocessed as its card says (the traces' own path)."""
-    model, _card, x = cache._model_and_input(key, _image)
+    model, _card, x = cache.model_and_input(key, _image)
     return consistency.stage_maps(model, x, reductions=[reduction], targets=[target], batch_size=1)
 
 

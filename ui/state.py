@@ -148,7 +148,7 @@ class AppState:
             return None
         return cache.trace_key(entry, self.device, self.sha, self.input_size(entry))
 
-    def trace(self, entry: cache.Entry | None = None, *, show_error: bool = True) -> cache.TraceData | None:
+    def trace(self, entry: cache.Entry | None = None, *, show_error: bool = True) -> cache.ImageTrace | None:
         """The cached trace of the current image through `entry` (default: the chosen
         checkpoint), or None after showing what went wrong."""
         entry = entry or self.entry
@@ -156,7 +156,7 @@ class AppState:
         if key is None:
             return None
         try:
-            return cache.trace_arrays(key, self.image)
+            return cache.image_trace(key, self.image)
         except ResattnError as exc:
             failed_checkpoints()[entry.name] = (entry.stamp, str(exc))
             if show_error:
@@ -164,7 +164,7 @@ class AppState:
                          "Choose another checkpoint in the sidebar; the others still work.")
             return None
 
-    def require_trace(self, needs: str) -> cache.TraceData:
+    def require_trace(self, needs: str) -> cache.ImageTrace:
         """The trace of the chosen image through the chosen checkpoint; when there is none,
         say what the page needs (`needs`: "Choose a checkpoint ... to <needs>.") or why the
         trace failed, and end the page's run there."""

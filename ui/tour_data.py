@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import streamlit as st
-import torch
 
 from resattn import teaching
 from resattn.analysis.reduce import reduce_channels
@@ -39,7 +38,7 @@ def _maps(step: teaching.Step, top: int = 0) -> StepMaps:
 def stem(key: tuple, _image) -> list[StepMaps]:
     """The image and the stem's outputs (sizes measured on this input); the last one with
     its STEM_CHANNELS most energetic channels."""
-    model, _, x = cache._model_and_input(key, _image)
+    model, _, x = cache.model_and_input(key, _image, eager=True)  # the stem as built: conv, BN, ReLU, max-pool
     steps = teaching.stem_steps(model, x)
     return [_maps(s, STEM_CHANNELS if i == len(steps) - 1 else 0) for i, s in enumerate(steps)]
 
@@ -47,7 +46,7 @@ def stem(key: tuple, _image) -> list[StepMaps]:
 @st.cache_data(max_entries=cache.DERIVED_ENTRIES, ttl=cache.TRACE_TTL_S, show_spinner=False)
 def mask_branch(key: tuple, _image, module: str) -> list[StepMaps]:
     """One module's soft mask branch, step by step (resattn.teaching.mask_branch_steps)."""
-    model, _, x = cache._model_and_input(key, _image)
+    model, _, x = cache.model_and_input(key, _image, eager=True)  # the branch as built (its BN-ReLU head)
     return [_maps(s) for s in teaching.mask_branch_steps(model, x, module)]
 
 
@@ -55,10 +54,10 @@ def mask_branch(key: tuple, _image, module: str) -> list[StepMaps]:
 def combinations(key: tuple, _image) -> dict[str, dict[str, dict]]:
     """Per module with a mask: T, (1+M)·T and M·T as channel-mean maps and mean |·|."""
     out = {}
-    for module in cache.trace_arrays(key, _image).modules:
+    for module in cache.image_trace(key, _image).modules:
         if module.mask is None:
             continue
-        tensors = teaching.combinations(torch.from_numpy(module.trunk), torch.from_numpy(module.mask))
+        tensors = teaching.combinations(module.trunk, module.mask)
         out[module.name] = {name: {"map": reduce_channels(t, "mean").numpy().copy(), "size": float(t.abs().mean())}
                             for name, t in tensors.items()}
     return out

@@ -9,7 +9,8 @@ dataclasses; figures are drawn elsewhere.
     agreement      spearman, topk_iou, pointing_game, agreement -> Agreement (ties broken at random)
     nulls          shuffle and smooth (phase-randomised) nulls of the agreement
     significance   bootstrap intervals, null bands, paired tests, Holm, verdict sentences
-    interventions  intervene(model, images, module, mode) -> InterventionResult; replaced_mask;
+    interventions  intervene(model, images, module, mode) -> InterventionResult (.summary() ->
+                   InterventionSummary, small enough to cache); replaced_mask;
                    randomise_mask_branches, cascade_steps (sanity checks)
     faithfulness   faithfulness(model, image, maps, target) -> {name: FaithfulnessCurve}
     dataset        mask_statistics(model, card, images) -> MaskStatistics (cached), load_images
@@ -35,6 +36,7 @@ from .interventions import (
     INTERVENTION_LABELS,
     INTERVENTIONS,
     InterventionResult,
+    InterventionSummary,
     cascade_steps,
     intervene,
     randomise_mask_branches,
@@ -68,6 +70,7 @@ __all__ = [
     "channel_weights", "randomise_mask_branches", "smooth_random_map",
     "variance_kept", "weighted_map",
     "Agreement", "Attribution", "FaithfulnessCurve", "INTERVENTIONS", "INTERVENTION_LABELS", "InterventionResult",
+    "InterventionSummary",
     "METHODS", "METHOD_LABELS", "MaskStatistics", "REDUCE_MODES", "agreement", "attribute", "attribute_all",
     "default_gradcam_layer", "faithfulness", "grad_cam", "integrated_gradients", "intervene", "load_images",
     "mask_map", "mask_statistics", "occlusion", "pointing_game", "random_map", "reduce_channels", "replaced_mask",

@@ -29,6 +29,7 @@ captum registers hooks (Grad-CAM) and runs many forward passes, so every call ho
 """
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -54,6 +55,7 @@ class Attribution:
     map: torch.Tensor  # H x W float32 on the CPU, unnormalised
     target: int  # the class explained
     params: dict = field(default_factory=dict)  # e.g. n_steps, layer, window, stride
+    seconds: float = 0.0  # wall time of the computation (set by `attribute`)
 
     @property
     def label(self) -> str:
@@ -178,7 +180,10 @@ def attribute(model: nn.Module, image: torch.Tensor, method: str, target: int | 
                  "occlusion": occlusion}
     if method not in functions:
         raise ResattnError(f"Unknown attribution method {method!r}: choose one of {', '.join(METHODS)}.")
-    return functions[method](model, image, target, **options)
+    start = time.perf_counter()
+    result = functions[method](model, image, target, **options)
+    result.seconds = time.perf_counter() - start
+    return result
 
 
 def attribute_all(model: nn.Module, image: torch.Tensor, target: int | None = None, *,

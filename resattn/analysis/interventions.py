@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -112,6 +112,10 @@ def randomise_mask_branches(model: nn.Module, modules: list[str], seed: int = 0)
     the same weights whatever else is randomised with it."""
     from .agreement import rng_for
 
+    if getattr(model, "fused_for_inference", False):
+        raise ResattnError("Randomising a mask branch needs the model as trained: this one has its BatchNorm layers "
+                           "folded (optimise_for_inference), so the check would rescale folded filters and keep no "
+                           "BatchNorm. Pass the model from load_checkpoint.")
     for name in modules:
         _attention_module(model, name)
     with model_lock(model):  # no other thread's hooks are attached while copying
@@ -186,6 +190,46 @@ class InterventionResult:
             if b.mask is not None and a.mask is not None:
                 changes[b.name] = float((a.mask.float() - b.mask.float()).abs().mean())
         return changes
+
+    def summary(self, image: int = 0, *, classes: Sequence[str] | None = None, reduce: str = "mean",
+                channel: int = 0, k: int = 8) -> "InterventionSummary":
+        """What a page shows of image `image`, on the CPU and small enough to cache many (an
+        InterventionResult holds two full traces): the probabilities, the top-5 table (with
+        "name" from `classes` when given), the mask change, every mask reduced over channels
+        (`reduce`, `channel`, `k` as resattn.analysis.reduce_channels) before and after, and
+        the identity measured at the intervened module: with M = 0 under ARL, H = T exactly;
+        with M = 1, H = 2T."""
+        from .reduce import reduce_channels
+
+        def maps(tr: Trace) -> dict[str, torch.Tensor]:
+            return {r.name: reduce_channels(r.mask[image].float().cpu(), reduce, channel=min(int(channel),
+                                            r.mask.shape[1] - 1), k=k) for r in tr.modules if r.mask is not None}
+
+        rows = self.top5_table(image)
+        if classes is not None:
+            rows = [{"name": classes[r["class"]], **r} for r in rows]
+        record = self.after[self.module]
+        trunk, output = record.trunk[image].float(), record.output[image].float()
+        identity = {"max_abs_H_minus_T": float((output - trunk).abs().max()), "max_abs_H": float(output.abs().max()),
+                    "max_abs_T": float(trunk.abs().max()),
+                    "max_abs_H_minus_2T": float((output - 2 * trunk).abs().max())}
+        return InterventionSummary(self.module, self.mode, self.probabilities_before[image].cpu(),
+                                   self.probabilities_after[image].cpu(), rows, self.mask_change(),
+                                   maps(self.before), maps(self.after), identity)
+
+
+@dataclass(frozen=True)
+class InterventionSummary:
+    """One image's intervention as `InterventionResult.summary` reduces it (CPU tensors)."""
+    module: str
+    mode: str
+    probabilities_before: torch.Tensor  # classes
+    probabilities_after: torch.Tensor
+    top5: list[dict]  # InterventionResult.top5_table rows, with "name" when classes were given
+    mask_change: dict[str, float]  # module -> mean |M after - M before| (all images of the run)
+    maps_before: dict[str, torch.Tensor]  # module -> its mask reduced over channels, h x w
+    maps_after: dict[str, torch.Tensor]
+    identity: dict[str, float]  # at the intervened module: max |H - T|, max |H|, max |T|, max |H - 2T|
 
 
 def intervene(model: nn.Module, images: torch.Tensor, module: str, mode: str, *, value: float = 0.5,
