@@ -12,12 +12,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import platform
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,10 +29,10 @@ from tqdm import tqdm
 
 from .checkpoints import IMAGENET_MEAN, IMAGENET_STD, atomic_write, save_checkpoint
 from .data import TensorImageDataset, eval_transform, load_split, synthetic_set, train_transform
-from .device import pick_device
 from .errors import ResattnError
 from .evaluate import evaluate_model
 from .model import create_model, list_models
+from .runtime import any_rank, hardware, project_commit, resolve_precision, setup_distributed
 
 STATE_FILE = "last.pt"
 
@@ -79,55 +76,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def bf16_supported(device: torch.device) -> tuple[bool, str]:
-    """(can this device compute in bfloat16 at speed, why not). Without native support autocast
-    still runs, but emulated and slower than float32, so training falls back to float32."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(), "this GPU has no bfloat16 support"
-    if device.type == "cpu":
-        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported(), \
-            "this CPU lacks native bfloat16 instructions (AVX512-BF16 or AMX)"
-    return False, f"bf16 autocast is not used on {device.type}"
-
-
-def resolve_precision(requested: str, device: torch.device) -> str:
-    """The precision training will really use; says in one line when bf16 falls back."""
-    if requested == "bf16":
-        ok, why = bf16_supported(device)
-        if not ok:
-            print(f"note: --precision bf16 asked for, but {why}; training in fp32.", file=sys.stderr)
-            return "fp32"
-    return requested
-
-
-# ------------------------------------------------------------------------- distributed
-
-def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
-    """(rank, world size, device). Under torchrun the env vars are set; otherwise 1 process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    device = pick_device(device_name)
-    if world > 1:
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        # Share the cores between the processes instead of oversubscribing them (an explicit
-        # OMP_NUM_THREADS wins: e.g. 1 thread leaves a core to other work on a shared machine).
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    return rank, world, device
-
-
-def any_rank(flag: bool, world: int) -> bool:
-    """True when `flag` is true on at least one process (so all stop at the same step)."""
-    if world == 1:
-        return flag
-    t = torch.tensor([int(flag)])
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
-
-
 # ------------------------------------------------------------------------------ setup
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -136,24 +84,6 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     for param in model.parameters():
         (decay if param.ndim > 1 else no_decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def project_commit() -> str:
-    try:
-        # "-dirty" when tracked files differ from the commit: the code that ran is not exactly it.
-        return subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"], capture_output=True,
-                              text=True, cwd=Path(__file__).resolve().parents[1], timeout=10).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def hardware(device: torch.device, world: int) -> str:
-    if device.type == "cuda":
-        what = torch.cuda.get_device_name(device)
-    else:
-        threads = torch.get_num_threads()
-        what = f"{platform.processor() or platform.machine()} CPU, {threads} thread{'s' if threads > 1 else ''}"
-    return f"{world} x {what}" if world > 1 else what
 
 
 class Trainer:
