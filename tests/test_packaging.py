@@ -170,6 +170,12 @@ def test_pip_install_gives_working_commands(tmp_path):
     five commands importing torch and Streamlit starting (80 s of wall time measured at nice 10
     while a training sweep held both cores).
     """
+    import setuptools
+
+    (backend,) = map(Requirement, PYPROJECT["build-system"]["requires"])
+    assert backend.specifier.contains(setuptools.__version__), (
+        f"setuptools {setuptools.__version__} here does not meet the build's {backend}: "
+        f"`.venv/bin/pip install -U setuptools` (--no-build-isolation builds with this one)")
     source, venv, empty = tmp_path / "source", tmp_path / "venv", tmp_path / "empty"
     shutil.copytree(ROOT, source, ignore=NOT_COPIED)
     empty.mkdir()
