@@ -8,8 +8,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from resattn import figures
-from resattn import figures_analysis as fa
+from resattn import viz
 from resattn.analysis import reduce as reduce_maps
 from resattn.analysis.dataset import SELECTIONS
 from resattn.data import PACK_NAME, pack_available
@@ -130,14 +129,14 @@ if counts.sum() == 0:
     class_names = ["all images"]
 else:
     class_names = list(stats.classes)
-means_fig = fa.class_means_figure(means, counts, class_names, stats.modules)
+means_fig = viz.class_means_figure(means, counts, class_names, stats.modules)
 st.plotly_chart(means_fig, theme=None, key="class_means")
 st.caption(f"Each image's mask averaged over channels and resized to {stats.maps.shape[-1]} × "
            f"{stats.maps.shape[-1]}, then averaged over the images of each column. One colour bar per module "
            "(row), over its own range; channel attention's signed masks use a scale centred at 0.")
 
 groups = {"correct": stats.correct, "wrong": stats.wrong} if known.any() else {"all": np.ones(len(stats), bool)}
-conc_fig = fa.concentration_figure(stats.concentration, stats.modules, groups)
+conc_fig = viz.concentration_figure(stats.concentration, stats.modules, groups)
 st.plotly_chart(conc_fig, theme=None, key="concentration")
 
 # ----------------------------------------------------------------------------- extremes
@@ -175,12 +174,11 @@ if known.any():
         chosen_wrong = wrong_of[shown_class][:THUMBNAILS]
         side = int(images.images.shape[1])
         masks_at = reduce_maps.to_image_size(torch.from_numpy(stats.maps[chosen_wrong, m]), side).numpy()
-        signed = card.get("attention") == "channel"
-        lo, hi = figures.value_range(masks_at, symmetric=signed)
+        pictures, (lo, hi) = viz.blend_maps([images.images[int(i)].numpy() for i in chosen_wrong], masks_at,
+                                            signed=card.get("attention") == "channel", opacity=0.55)
         cols = st.columns(THUMBNAILS)
-        for col, i, z in zip(cols, chosen_wrong, masks_at):
-            col.image(figures.blend(images.images[int(i)].numpy(), z, zmin=lo, zmax=hi, opacity=0.55,
-                               colorscale=figures.FEATURE_SCALE if signed else figures.MASK_SCALE), width="stretch",
+        for col, i, picture in zip(cols, chosen_wrong, pictures):
+            col.image(picture, width="stretch",
                       caption=f"taken for {stats.classes[stats.predictions[i]]} ({stats.probabilities[i]:.0%})")
         st.caption(f"The first {len(chosen_wrong)} of the {len(wrong_of[shown_class])} misclassified "
                    f"{shown_class} images (in the set's order), each with its mask at {module} (mean over "

@@ -2,7 +2,7 @@
 mask over the image; a click on a module opens it in the explorer."""
 import streamlit as st
 
-from resattn import figures
+from resattn import viz
 from ui import cache, export, samples, state
 from ui.cards import describe
 
@@ -53,7 +53,7 @@ with left:
 with right:
     best, p = trace.top(1)[0]
     st.subheader(f"Prediction: {best} ({p:.0%})")
-    predictions = figures.predictions_figure(trace.classes, trace.probs, k=5, font_size=16)
+    predictions = viz.predictions_figure(trace.classes, trace.probs, k=5, font_size=16)
     st.plotly_chart(predictions, theme=None, config={"displayModeBar": False}, key="predictions")
     st.caption(f"The network answers with its {len(trace.classes)} training classes only "
                f"({', '.join(trace.classes[:12])}{' …' if len(trace.classes) > 12 else ''}); "
@@ -67,10 +67,9 @@ for m in trace.modules:
     if m.mask is None:
         continue
     mask_map = cache.reduced(key, app.image, m.name, "mask", "mean", size=size)
-    lo, hi = figures.value_range(mask_map)
-    thumbs[m.name] = figures.blend(trace.image, mask_map, zmin=lo, zmax=hi, opacity=0.6)
+    thumbs[m.name] = viz.blend(trace.image, mask_map, opacity=0.6)  # coloured over its own range
     captions[m.name] = f"mean M {float(m.mask.mean()):.2f}<br>{m.mask.shape[0]} ch · {m.mask.shape[1]}×{m.mask.shape[2]}"
-diagram = figures.network_figure(outline, thumbs, selected=st.session_state.get("module"), captions=captions)
+diagram = viz.network_figure(outline, thumbs, selected=st.session_state.get("module"), captions=captions)
 st.plotly_chart(diagram, theme=None, key="diagram", on_select=on_diagram_select, selection_mode="points",
                 config={"displayModeBar": False})
 if thumbs:
