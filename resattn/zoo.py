@@ -13,13 +13,14 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .checkpoints import build_from_card, list_checkpoints
+from .checkpoints import ModelCard, as_card, build_from_card, list_checkpoints
 
 
-def count(card: dict) -> tuple[int, int]:
+def count(card: ModelCard | dict) -> tuple[int, int]:
     """(parameters, multiply-accumulates for one image at the card's input size)."""
+    card = as_card(card)
     model = build_from_card(card).eval()
-    size = int(card.get("input_size", 224))
+    size = card.input_size
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         model(torch.zeros(1, 3, size, size))
     return sum(p.numel() for p in model.parameters()), counter.get_total_flops() // 2
@@ -44,7 +45,7 @@ def table(folder: str | Path = "checkpoints") -> str:
         top1 = f"{metrics['val_top1']:.2f} %" if "val_top1" in metrics else "—"
         wall = f"{recipe['wall_time_s'] / 60:.0f} min" if "wall_time_s" in recipe else "—"
         rows.append(f"| {stem.name} | {card['attention']} | {card['residual'] if card['attention'] != 'none' else '—'} "
-                    f"| {params / 1e6:.2f} M | {macs / 1e9:.3f} G at {card.get('input_size')} px | {top1} "
+                    f"| {params / 1e6:.2f} M | {macs / 1e9:.3f} G at {card.input_size} px | {top1} "
                     f"| {recipe.get('epochs', '—')} | {str(recipe.get('precision', 'fp32')).split()[0]} | {wall} "
                     f"| {recipe.get('hardware', '—')} |")
     return "\n".join(rows)
@@ -77,7 +78,7 @@ def verify(folder: str | Path = "checkpoints", tolerance: float = 0.5, data: str
     from torch.utils.data import DataLoader
 
     from .checkpoints import load_checkpoint
-    from .data import TensorImageDataset, eval_transform, load_split
+    from .data import TensorImageDataset, load_split
     from .errors import ResattnError
     from .evaluate import evaluate_model
 
@@ -89,9 +90,8 @@ def verify(folder: str | Path = "checkpoints", tolerance: float = 0.5, data: str
             lines.append(f"{stem.name}: no val top-1 on its card, not checked")
             continue
         model, card = load_checkpoint(stem)
-        size = int(card.get("metrics", {}).get("eval_size", card.get("input_size", 224)))
-        loader = DataLoader(TensorImageDataset(val, eval_transform(size)), batch_size=100)
-        measured = evaluate_model(model.to(memory_format=torch.channels_last), loader, len(card["classes"]),
+        loader = DataLoader(TensorImageDataset(val, card.transform()), batch_size=100)
+        measured = evaluate_model(model.to(memory_format=torch.channels_last), loader, card.num_classes,
                                   torch.device("cpu"))["top1"]
         ok = abs(measured - claimed) <= tolerance
         lines.append(f"{stem.name}: card {claimed:.2f} %, measured {measured:.2f} % "

@@ -18,14 +18,13 @@ import torch
 from torch import nn
 
 from ..checkpoints import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
+    ModelCard,
+    as_card,
     list_checkpoints,
     load_checkpoint,
     model_card,
     save_checkpoint,
 )
-from ..data import preprocess
 from ..images import load_image
 from ..model import create_model
 from ..model.fuse import optimise_for_inference
@@ -34,7 +33,7 @@ from .measure import summarise, time_interleaved
 from .plan import ROOT, SAMPLE_PHOTOS, ZOO_ARCH, ZOO_CLASSES, ZOO_INPUT_SIZE, ZOO_VARIANTS, ZOO_WIDTH, Plan
 
 
-def zoo_models(folder: Path, device: torch.device) -> tuple[list[tuple[str, nn.Module, dict]], str, float]:
+def zoo_models(folder: Path, device: torch.device) -> tuple[list[tuple[str, nn.Module, ModelCard]], str, float]:
     """The zoo as the app holds it: (name, eval model, card) per checkpoint, where they came
     from, and the seconds loading took. Random weights of the zoo's architectures if none."""
     start = time.perf_counter()
@@ -52,7 +51,7 @@ def zoo_models(folder: Path, device: torch.device) -> tuple[list[tuple[str, nn.M
             torch.manual_seed(0)
             model = create_model(ZOO_ARCH, attention=attention, residual=residual, width=ZOO_WIDTH,
                                  num_classes=ZOO_CLASSES).to(device).eval()
-            card = model_card(model, classes=classes, input_size=ZOO_INPUT_SIZE)
+            card = as_card(model_card(model, classes=classes, input_size=ZOO_INPUT_SIZE))
             models.append((f"{ZOO_ARCH}_{attention}" + ("" if attention == "none" else f"_{residual}"), model, card))
         source = "random weights (no checkpoints found)"
     return models, source, time.perf_counter() - start
@@ -71,18 +70,18 @@ def sample_jpegs() -> list[bytes]:
     return out
 
 
-def new_image_through(models: list[tuple[str, nn.Module, dict]], data: bytes, device: torch.device, *,
+def new_image_through(models: list[tuple[str, nn.Module, ModelCard]], data: bytes, device: torch.device, *,
                       channels_last: bool) -> dict[str, torch.Tensor]:
-    """What the app does with a new image: decode, preprocess per input size, trace every
-    model, softmax, keep the records on the CPU. Returns the probabilities per model."""
+    """What the app does with a new image: decode, card.preprocess (once per input size and
+    normalisation), trace every model, softmax, keep the records on the CPU. Returns the
+    probabilities per model."""
     image = load_image(data)
     inputs: dict[tuple, torch.Tensor] = {}
     probabilities = {}
     for name, model, card in models:
-        key = (int(card.get("input_size", ZOO_INPUT_SIZE)), tuple(card.get("mean", IMAGENET_MEAN)),
-               tuple(card.get("std", IMAGENET_STD)))
+        key = (card.input_size, card.mean, card.std)
         if key not in inputs:
-            x = preprocess(image, key[0], key[1], key[2]).to(device)
+            x = card.preprocess(image).to(device)
             inputs[key] = x.contiguous(memory_format=torch.channels_last) if channels_last else x
         record = trace(model, inputs[key]).to("cpu")
         probabilities[name] = record.logits.softmax(dim=1)
@@ -108,7 +107,7 @@ def run_app(plan: Plan, device: torch.device, *, checkpoints: Path, log: Callabl
     cases = {"loaded": case("loaded", models, False), "optimised": case("optimised", optimised, True)}
     log(f"app: a new image through {len(models)} models x {plan.zoo_repeats} passes ({source})")
     seconds = time_interleaved(cases, repeats=plan.zoo_repeats, warmup=1, device=device)
-    sizes = sorted({int(card.get("input_size", ZOO_INPUT_SIZE)) for _, _, card in models})
+    sizes = sorted({card.input_size for _, _, card in models})
     new_image = {"source": source, "models": [name for name, _, _ in models], "input_sizes": sizes,
                  "load_s": load_s, "optimise_s": optimise_s,
                  "loaded": summarise(seconds["loaded"]), "optimised": summarise(seconds["optimised"]),

@@ -137,10 +137,8 @@ def consistency(networks: list[Network], images, *, reductions=None, any_recipe:
     the rows of consistency.csv."""
     from tqdm import tqdm
 
-    from ..analysis.dataset import normalise_batch
     from ..analysis.significance import BOOTSTRAP, bootstrap_weights
-    from ..checkpoints import IMAGENET_MEAN, IMAGENET_STD, load_checkpoint
-    from ..model import DEFAULT_INPUT_SIZE
+    from ..checkpoints import load_checkpoint
 
     skipped = [f"{n.label}: no attention masks" for n in networks if not n.has_masks]
     groups = comparison_groups(networks, any_recipe=any_recipe)
@@ -160,11 +158,9 @@ def consistency(networks: list[Network], images, *, reductions=None, any_recipe:
     for network in used:
         start = time.perf_counter()
         model, card = load_checkpoint(network.path, device=device)
-        size = int(card.get("input_size") or DEFAULT_INPUT_SIZE.get(card["arch"], 224))
-        mean, std = card.get("mean") or IMAGENET_MEAN, card.get("std") or IMAGENET_STD
         parts = []
         for first in range(0, len(images), CHUNK):  # normalised a chunk at a time: all 3,925 val images fit too
-            x = normalise_batch(images.images[first:first + CHUNK], size, mean, std)
+            x = card.preprocess_batch(images.images[first:first + CHUNK])
             parts.append(stage_maps(model, x, reductions=reductions, targets=labels[first:first + CHUNK],
                                     batch_size=batch_size, progress=bar.update))
         maps[network] = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}

@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 
 from ..analysis import study
-from ..analysis.dataset import SAMPLINGS, load_images, normalise_batch, shard_indices
+from ..analysis.dataset import SAMPLINGS, load_images, shard_indices
 from ..analysis.faithfulness import BASELINES
-from ..checkpoints import IMAGENET_MEAN, IMAGENET_STD, _stem
+from ..checkpoints import _stem
 from ..errors import ResattnError
 from . import __doc__ as PACKAGE_DOC  # what the report writes, in words
 from .collective import Collective
@@ -92,10 +92,8 @@ def run(args: argparse.Namespace) -> dict:
         model, card = load_checkpoint(args.checkpoint, device=device)
         # channels_last: faster convolutions on CPU (oneDNN) and on recent GPUs; same numbers.
         model = model.to(memory_format=torch.channels_last)
-        classes = list(card["classes"])
-        size = int(card.get("input_size", 224))
-        mean, std = card.get("mean", IMAGENET_MEAN), card.get("std", IMAGENET_STD)
-        images = load_images(args.images, classes=classes, size=size, limit=args.limit, sample=args.sample,
+        classes = list(card.classes)
+        images = load_images(args.images, classes=classes, size=card.input_size, limit=args.limit, sample=args.sample,
                              seed=args.seed)
         out = Path(args.out)
         if comm.rank == 0:
@@ -118,7 +116,7 @@ def run(args: argparse.Namespace) -> dict:
             figure_names[i] = figure_name(images.names[i], taken)
 
         def batch(i: int) -> torch.Tensor:
-            return normalise_batch(images.images[i:i + 1], size, mean, std).contiguous(memory_format=torch.channels_last)
+            return card.preprocess_batch(images.images[i:i + 1]).contiguous(memory_format=torch.channels_last)
 
         # 1. Per image (sharded).
         from ..model.fuse import optimise_for_inference
