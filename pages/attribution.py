@@ -8,8 +8,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from resattn import analysis
-from resattn import figures_analysis as fa
+from resattn import analysis, viz
 from resattn.analysis.agreement import METRIC_LABELS
 from resattn.analysis.nulls import DEFAULT_GRID, image_agreement
 from resattn.analysis.reduce import ANALYSIS_REDUCTION_LABELS as REDUCTIONS
@@ -89,17 +88,17 @@ if module is not None:
 mask_map = to_image_size(torch.from_numpy(reduced.map), size).numpy() if reduced is not None else None
 panels = []
 if mask_map is not None:
-    panels.append(fa.map_panel(f"mask M of {module.name}", mask_map, normalise=normalise, value_name="M"))
+    panels.append(viz.map_panel(f"mask M of {module.name}", mask_map, normalise=normalise, value_name="M"))
 for method, result in results.items():
-    panels.append(fa.map_panel(result.label, result.map, normalise=normalise, value_name=UNITS[method][0],
-                               colorbar_title=UNITS[method][1]))
+    panels.append(viz.map_panel(result.label, result.map, normalise=normalise, value_name=UNITS[method][0],
+                                colorbar_title=UNITS[method][1]))
 if not panels:
     st.stop()
 
 st.subheader(f"Explaining **{classes[target]}** ({trace.probs[target]:.1%})")
 n_cells = len(panels) + 1
-maps_fig = fa.maps_row_figure(panels, image=trace.image, image_title=f"image ({size} px)",
-                              height=int(min(440, max(280, 1000 / n_cells + 95))))
+maps_fig = viz.panels_figure(panels, image=trace.image, image_title=f"image ({size} px)",
+                             height=int(min(440, max(280, 1000 / n_cells + 95))))
 st.plotly_chart(maps_fig, theme=None, key="attribution_maps")
 notes = []
 if mask_map is not None:

@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from resattn import analysis
-from resattn import figures_analysis as fa
+from resattn import analysis, viz
 from resattn.analysis.reduce import ANALYSIS_REDUCTION_LABELS as REDUCTIONS
 from resattn.analysis.significance import band_verdict, difference_verdict
 from resattn.errors import ResattnError
@@ -111,8 +110,8 @@ for kind, label in kinds.items():  # one representative of each kind on the char
     labels[kind] = label + " (seed 0)"
 
 st.subheader(f"Probability of **{classes[target]}** as pixels are deleted or inserted")
-curves_fig = fa.curves_figure({name: (c.fractions, c.deletion, c.insertion) for name, c in shown.items()},
-                              labels=labels, y_title=f"p({classes[target]})")
+curves_fig = viz.curves_figure({name: (c.fractions, c.deletion, c.insertion) for name, c in shown.items()},
+                               labels=labels, y_title=f"p({classes[target]})")
 st.plotly_chart(curves_fig, theme=None, key="curves")
 
 rows = []

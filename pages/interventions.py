@@ -7,8 +7,7 @@ images."""
 import pandas as pd
 import streamlit as st
 
-from resattn import analysis
-from resattn import figures_analysis as fa
+from resattn import analysis, viz
 from resattn.analysis.reduce import REDUCE_LABELS as REDUCTIONS
 from resattn.analysis.reduce import REDUCE_MODES
 from resattn.analysis.significance import band_side, causal_verdict
@@ -135,19 +134,19 @@ if swaps:
 
 left, right = st.columns([1.2, 1], gap="large")
 with left:
-    top5_fig = fa.top5_change_figure(result.top5, title="Top-5 classes before and after")
+    top5_fig = viz.top5_change_figure(result.top5, title="Top-5 classes before and after")
     st.plotly_chart(top5_fig, theme=None, key="top5_change")
     st.caption("The union of both runs' top-5 classes, ordered by the probability before.")
 with right:
-    change_fig = fa.mask_change_figure(result.mask_change, intervened=name, title="How much each mask changed")
+    change_fig = viz.mask_change_figure(result.mask_change, intervened=name, title="How much each mask changed")
     st.plotly_chart(change_fig, theme=None, key="mask_change")
     st.caption(f"Mean |M after − M before| over every value of each module's mask. Modules before {name} do not "
                f"change; {name} itself (grey) shows the replacement; later ones show the knock-on effect.")
 
 # ----------------------------------------------------------------------------- maps of a later module
 before_map, after_map = result.maps_before[later], result.maps_after[later]
-panels = fa.before_after_panels(later, before_map, after_map, signed=channel_attention, value_name="M")
-maps_fig = fa.maps_row_figure(panels, height=380)
+panels = viz.before_after_panels(later, before_map, after_map, signed=channel_attention, value_name="M")
+maps_fig = viz.panels_figure(panels, height=380)
 st.plotly_chart(maps_fig, theme=None, key="later_maps")
 st.caption(f"{REDUCTIONS[reduce].capitalize()} at the module's own resolution {before_map.shape[0]} × "
            f"{before_map.shape[1]}. Before and after share one colour scale; the difference is centred at 0.")
