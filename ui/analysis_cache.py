@@ -50,7 +50,6 @@ import torch
 from resattn import analysis
 from resattn.analysis import dataset as datasets
 from resattn.analysis.faithfulness import FaithfulnessCurve
-from resattn.checkpoints import IMAGENET_MEAN, IMAGENET_STD
 from resattn.data import IMAGE_SUFFIXES, ImageSet, find_pack
 from resattn.errors import ResattnError
 
@@ -290,9 +289,8 @@ def _checkpoint_hash(path: str, stamp: tuple) -> str:
 def statistics_path(entry: cache.Entry, images_sha: str, size: int) -> Path:
     """Where resattn.analysis.dataset.mask_statistics caches these statistics: the same key
     (checkpoint bytes, images, settings); tests check that the two agree."""
-    card = entry.card or {}
-    settings = {"size": int(size), "map_size": MAP_SIZE, "mean": tuple(card.get("mean", IMAGENET_MEAN)),
-                "std": tuple(card.get("std", IMAGENET_STD))}
+    card = entry.card
+    settings = {"size": int(size), "map_size": MAP_SIZE, "mean": card.mean, "std": card.std}
     key = datasets.statistics_key(_checkpoint_hash(entry.path, entry.stamp), images_sha, settings)
     return datasets.cache_dir() / f"mask-stats-{key}.npz"
 

@@ -41,8 +41,8 @@ import torch
 import resattn
 from resattn import stats
 from resattn.analysis import reduce as reduce_maps
-from resattn.checkpoints import IMAGENET_MEAN, IMAGENET_STD, read_card, sibling_path
-from resattn.data import preprocess
+from resattn.checkpoints import ModelCard, read_card, sibling_path
+from resattn.data import image_tensor, resize_transform
 from resattn.errors import CheckpointError
 from resattn.model import ResidualAttentionNetwork
 from resattn.model.fuse import optimise_for_inference
@@ -66,7 +66,7 @@ class Entry:
     name: str
     path: str  # stem, without suffix
     stamp: tuple  # (size, mtime_ns) of the weights and the card: part of every cache key
-    card: dict | None = None
+    card: ModelCard | None = None
     error: str | None = None
 
     @property
@@ -256,21 +256,17 @@ def trace_key(entry: Entry, device: str, sha: str, size: int) -> tuple:
 
 
 def network_view(image, size: int) -> np.ndarray:
-    """The image resized to size x size, as uint8: exactly the pixels the network sees
-    before normalisation (resattn.data.preprocess resizes the same way)."""
-    from torchvision.transforms import v2
-
-    x = v2.functional.pil_to_tensor(image.convert("RGB"))
-    x = v2.functional.resize(x, [size, size], antialias=True)
-    return x.permute(1, 2, 0).numpy().copy()
+    """The image resized to size x size, as uint8 S x S x 3, the way a card resizes it
+    (ModelCard.pixels) before normalising: for showing several networks' inputs at one size."""
+    return resize_transform(size)(image_tensor(image)).permute(1, 2, 0).numpy().copy()
 
 
 def model_and_input(key: tuple, image, *, eager: bool = False):
     """The model of a trace key (the inference model unless `eager`) and the image
     preprocessed as its card says, on the model's device and in its memory format."""
-    path, stamp, device, _sha, size = key
+    path, stamp, device, _sha, _size = key  # the key's size is card.input_size (AppState.key)
     model, card, _ = load_model(path, stamp, device)
-    x = preprocess(image, size, card.get("mean") or IMAGENET_MEAN, card.get("std") or IMAGENET_STD).to(device)
+    x = card.preprocess(image).to(device)
     if not eager:
         model = inference_model(path, stamp, device)
         x = x.contiguous(memory_format=torch.channels_last)  # the inference model's format (faster convolutions)
@@ -287,12 +283,13 @@ def model_and_input(key: tuple, image, *, eager: bool = False):
 def image_trace(key: tuple, _image) -> ImageTrace:
     """One forward pass with hooks (resattn.trace) of the inference model for `key` =
     trace_key(...); `_image` (the PIL image whose sha256 is in the key) is not hashed."""
-    path, stamp, device, _sha, size = key
+    path = key[0]
     model, card, x = model_and_input(key, _image)
     start = time.perf_counter()
     tr = resattn.trace(model, x).to("cpu")
     seconds = time.perf_counter() - start
-    return ImageTrace(Path(path).name, list(card["classes"]), tr, network_view(_image, size), seconds)
+    view = card.pixels(_image).permute(1, 2, 0).numpy().copy()  # what the network saw, before normalising
+    return ImageTrace(Path(path).name, list(card.classes), tr, view, seconds)
 
 
 @st.cache_resource(max_entries=TRACE_ENTRIES, ttl=TRACE_TTL_S, show_spinner="Reading the mask logits…")

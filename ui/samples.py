@@ -22,7 +22,6 @@ import torch
 from PIL import Image
 
 from resattn import data, teaching
-from resattn.checkpoints import IMAGENET_MEAN, IMAGENET_STD
 from resattn.errors import ResattnError
 
 from . import cache
@@ -115,7 +114,7 @@ def outside_note(image_id: str, classes: list[str]) -> str | None:
 
 
 @st.cache_data(max_entries=8, ttl=3600, show_spinner="Choosing a photo the network knows…")
-def _first_confident(path: str, stamp: tuple, device: str, size: int) -> str | None:
+def _first_confident(path: str, stamp: tuple, device: str) -> str | None:
     gallery = _pack_gallery()
     if gallery is None:
         return None
@@ -125,23 +124,22 @@ def _first_confident(path: str, stamp: tuple, device: str, size: int) -> str | N
         return None
     if untrained(card):
         return None  # a "correct" answer of random weights is luck, not a lesson
-    classes = list(card["classes"])
-    mean, std = card.get("mean") or IMAGENET_MEAN, card.get("std") or IMAGENET_STD
-    x = torch.cat([data.preprocess(Image.fromarray(array), size, mean, std) for array in gallery[0]]).to(device)
+    classes = list(card.classes)
+    x = torch.cat([card.preprocess(Image.fromarray(array)) for array in gallery[0]]).to(device)
     labels = [classes.index(truth) if truth in classes else -1 for truth in gallery[1]]
     # Small batches: the first photo usually qualifies, so a first visit pays for a few images, not all.
     index = teaching.first_confident(model, x, labels, threshold=teaching.DEFAULT_THRESHOLD, batch_size=4)
     return None if index is None else f"imagenette:{index}"
 
 
-def default_image(entry: cache.Entry | None, device: str, size: int) -> str:
+def default_image(entry: cache.Entry | None, device: str) -> str:
     """The session's opening photo: the first gallery photo of the pack that `entry` (the
     checkpoint the session opens on, normally the default one) classifies correctly with
     probability >= teaching.DEFAULT_THRESHOLD; DEFAULT_IMAGE without the pack, without a
     usable trained checkpoint, or when no photo qualifies."""
     if entry is None or not entry.ok or not data.pack_available():
         return DEFAULT_IMAGE
-    return _first_confident(entry.path, entry.stamp, device, int(size)) or DEFAULT_IMAGE
+    return _first_confident(entry.path, entry.stamp, device) or DEFAULT_IMAGE
 
 
 def load(image_id: str) -> tuple[Image.Image, str]:

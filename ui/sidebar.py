@@ -34,8 +34,8 @@ def _checkpoint_picker(app: state.AppState) -> None:
                           f"Folder: {folder} (set RESATTN_CHECKPOINTS to use another).")
         app.entry = by_name[st.session_state["ckpt"]]
         card = app.entry.card
-        st.caption(f"**{describe(card)}** · {card.get('arch')} width {card.get('width')} · "
-                   f"{app.input_size()} px input  \nWeights: {provenance(card)}")
+        st.caption(f"**{describe(card)}** · {card.arch} width {card.width} · "
+                   f"{card.input_size} px input  \nWeights: {provenance(card)}")
         if untrained(card):
             st.warning("These weights are **not trained**: the masks show an untrained network.")
     failed = state.failed_checkpoints()
@@ -66,8 +66,7 @@ def _image_picker(app: state.AppState) -> None:
     gallery = samples.choices(list(app.entry.card["classes"]) if app.entry else None)
     ids = list(gallery)
     if st.session_state.get("_gallery") not in ids:  # a first visit, or a link to a photo that is not here
-        st.session_state["_gallery"] = samples.default_image(app.entry, app.device,
-                                                             app.input_size() if app.entry else 224)
+        st.session_state["_gallery"] = samples.default_image(app.entry, app.device)
     st.radio("Image", SOURCES, key="_source", horizontal=True)
     source = st.session_state["_source"]
     if source == "Sample gallery":

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import streamlit as st
 from PIL import Image
 
+from resattn.card import FALLBACK_INPUT_SIZE
 from resattn.errors import ResattnError
 
 from . import cache
@@ -136,11 +137,10 @@ class AppState:
         return [e for e in self.entries if e.ok and failed.get(e.name, (None,))[0] != e.stamp]
 
     def input_size(self, entry: cache.Entry | None = None) -> int:
-        from resattn.model import DEFAULT_INPUT_SIZE
-
-        entry = entry or self.entry
-        card = entry.card or {}
-        return int(card.get("input_size") or DEFAULT_INPUT_SIZE.get(card.get("arch"), 224))
+        """The pixels per side `entry` (default: the chosen checkpoint) sees: its card's
+        input_size (the card resolves a missing one)."""
+        card = (entry or self.entry).card
+        return card.input_size if card is not None else FALLBACK_INPUT_SIZE
 
     def key(self, entry: cache.Entry | None = None) -> tuple | None:
         entry = entry or self.entry
