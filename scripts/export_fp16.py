@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_check:
                 model, card = load_checkpoint(source, device=device)
                 if images is None:
-                    from resattn.analysis.dataset import load_images
+                    from resattn.analysis.image_sets import load_images
 
                     images = load_images(args.data, classes=card["classes"], limit=args.limit, sample="stratified")
                 start = time.perf_counter()

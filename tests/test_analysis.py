@@ -19,6 +19,7 @@ from resattn.analysis import (
     agreement,
     faithfulness,
     grad_cam,
+    image_sets,
     integrated_gradients,
     intervene,
     mask_map,
@@ -459,7 +460,7 @@ def test_mask_statistics_and_cache(tmp_path, monkeypatch):
     assert stats.modules == ["stage1.1", "stage2.1", "stage3.1"]
     assert stats.maps.shape == (6, 3, 8, 8) and stats.concentration.shape == (6, 3)
     assert np.all((stats.concentration >= 0) & (stats.concentration <= 1))
-    tr = resattn.trace(model, ds.normalise_batch(data.images, SIZE))
+    tr = resattn.trace(model, image_sets.normalise_batch(data.images, SIZE))
     assert stats.predictions.tolist() == tr.logits.argmax(1).tolist()
     expected = to_image_size(tr["stage3.1"].mask.mean(1), (8, 8)).numpy()
     np.testing.assert_allclose(stats.maps[:, 2], expected, atol=1e-5)
@@ -495,23 +496,23 @@ def write_tree(root: Path, classes=("a", "b"), per_class=3) -> None:
 
 def test_load_images_folders(tmp_path):
     write_tree(tmp_path / "tree", ("b", "zzz"))
-    tree = ds.load_images(tmp_path / "tree", classes=["a", "b"], size=16)
+    tree = image_sets.load_images(tmp_path / "tree", classes=["a", "b"], size=16)
     assert tree.images.shape == (6, 16, 16, 3)
     assert tree.labels.tolist() == [1, 1, 1, -1, -1, -1]  # "zzz" is not a class of the checkpoint
     assert tree.names[0] == "b/b0.png"
-    limited = ds.load_images(tmp_path / "tree", size=16, limit=2)
+    limited = image_sets.load_images(tmp_path / "tree", size=16, limit=2)
     assert limited.names == ["b/b0.png", "zzz/zzz2.png"]  # spread over the set
     flat = tmp_path / "flat"
     flat.mkdir()
     for f in (tmp_path / "tree" / "b").iterdir():
         f.rename(flat / f.name)
-    loose = ds.load_images(flat, classes=["a"], size=16)
+    loose = image_sets.load_images(flat, classes=["a"], size=16)
     assert loose.labels.tolist() == [-1, -1, -1] and loose.names == ["b0.png", "b1.png", "b2.png"]
     with pytest.raises(resattn.ResattnError):
-        ds.load_images(tmp_path / "missing")
+        image_sets.load_images(tmp_path / "missing")
     (flat / "bad.png").write_bytes(b"not an image")
     with pytest.raises(resattn.ResattnError, match="bad.png"):
-        ds.load_images(flat)
+        image_sets.load_images(flat)
 
 
 @pytest.mark.slow
@@ -529,7 +530,7 @@ def test_torchrun_two_processes_match_one(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     two = ds.MaskStatistics.load(tmp_path / "two.npz")
     loaded, _ = resattn.load_checkpoint(checkpoint)
-    one = ds.mask_statistics(loaded, card, ds.load_images(tmp_path / "images", classes=["a", "b"], size=SIZE),
+    one = ds.mask_statistics(loaded, card, image_sets.load_images(tmp_path / "images", classes=["a", "b"], size=SIZE),
                              cache=False, show_progress=False)
     assert two.names == one.names
     np.testing.assert_array_equal(two.predictions, one.predictions)
@@ -553,10 +554,10 @@ def test_grad_cam_deletes_faster_than_random_on_a_trained_checkpoint():
         pytest.skip("needs the Imagenette pack (set RESATTN_DATA), which was not found")
     model, card = resattn.load_checkpoint(TRAINED)
     size = int(card["input_size"])
-    val = ds.load_images("pack", classes=card["classes"], size=size, limit=16)  # fixed: spread over the split
+    val = image_sets.load_images("pack", classes=card["classes"], size=size, limit=16)  # fixed: spread over the split
     gradcam, random = [], []
     for i in range(len(val)):
-        x = ds.normalise_batch(val.images[i:i + 1], size, card["mean"], card["std"])
+        x = image_sets.normalise_batch(val.images[i:i + 1], size, card["mean"], card["std"])
         with torch.inference_mode():
             target = int(model(x).argmax())
         curves = faithfulness(model, x, {"gradcam": grad_cam(model, x, target).map}, target, steps=16,

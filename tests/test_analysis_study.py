@@ -10,8 +10,8 @@ import torch
 import resattn
 from resattn.analysis import study
 from resattn.analysis.attribution import mask_gradients, report_attributions
-from resattn.analysis.dataset import stratified_indices
 from resattn.analysis.faithfulness import faithfulness, impute_fill, smooth_random_map
+from resattn.analysis.image_sets import stratified_indices
 from resattn.analysis.reduce import (
     border_fraction,
     channel_weights,

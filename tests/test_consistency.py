@@ -93,7 +93,7 @@ def test_networks_of_different_depth_are_matched_by_the_last_module_of_each_stag
     # By hand: the two stage-3 masks (A56 stage3.1, A92 stage3.3), mean over channels, ranked
     # with the shared tie order, Spearman per image.
     from resattn.analysis.agreement import rank_metrics, rng_for, tie_broken_ranks
-    from resattn.analysis.dataset import normalise_batch
+    from resattn.analysis.image_sets import normalise_batch
 
     x = normalise_batch(images.images, SIZE)
     maps = []
@@ -302,7 +302,7 @@ def test_values_float16_cannot_hold_are_refused(tmp_path):
 
 def test_fp16_top1_of_a_shipped_checkpoint_on_500_val_images():
     """0.2 point of 500 images is one image: at most one prediction may change."""
-    from resattn.analysis.dataset import load_images
+    from resattn.analysis.image_sets import load_images
     from resattn.data import pack_available
 
     shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "attention56_mixed_arl"

@@ -13,7 +13,8 @@ dataclasses; figures are drawn elsewhere.
                    InterventionSummary, small enough to cache); replaced_mask;
                    randomise_mask_branches, cascade_steps (sanity checks)
     faithfulness   faithfulness(model, image, maps, target) -> {name: FaithfulnessCurve}
-    dataset        mask_statistics(model, card, images) -> MaskStatistics (cached), load_images
+    image_sets     load_images(pack | ImageFolder tree | folder | file) -> ImageSet, spread or stratified
+    dataset        mask_statistics(model, card, images) -> MaskStatistics (cached)
     study          the dataset study of `python -m resattn.report` (per image, then tables)
 """
 from .agreement import Agreement, agreement, pointing_game, spearman, top_region, topk_iou
@@ -32,6 +33,7 @@ from .attribution import (
     occlusion,
 )
 from .faithfulness import FaithfulnessCurve, faithfulness, random_map, smooth_random_map
+from .image_sets import load_images
 from .interventions import (
     INTERVENTION_LABELS,
     INTERVENTIONS,
@@ -53,7 +55,7 @@ from .reduce import (
     weighted_map,
 )
 
-_DATASET_NAMES = ("MaskStatistics", "load_images", "mask_statistics", "shard_indices")
+_DATASET_NAMES = ("MaskStatistics", "mask_statistics", "shard_indices")
 
 
 def __getattr__(name: str):

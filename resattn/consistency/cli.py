@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _compute(args, argv: list[str]) -> tuple[list[dict], Path, dict]:
-    from ..analysis.dataset import load_images
+    from ..analysis.image_sets import load_images
     from ..device import pick_device
 
     reductions = [r.strip() for r in args.reductions.split(",") if r.strip()]

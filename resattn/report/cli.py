@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 
 from ..analysis import study
-from ..analysis.dataset import SAMPLINGS, load_images, shard_indices
+from ..analysis.dataset import shard_indices
 from ..analysis.faithfulness import BASELINES
+from ..analysis.image_sets import SAMPLINGS, load_images
 from ..checkpoints import _stem
 from ..errors import ResattnError
 from . import __doc__ as PACKAGE_DOC  # what the report writes, in words
