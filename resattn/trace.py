@@ -71,7 +71,7 @@ def trace(model: nn.Module, images: torch.Tensor, *, grad: bool = False) -> Trac
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ResattnError(f"trace needs images as a float tensor N x 3 x H x W, got {shape}; "
-                           "preprocess the image first (resattn.data.preprocess).")
+                           "preprocess the image first (card.preprocess(image), card from resattn.load_checkpoint).")
     records: list[ModuleRecord] = []
     hooks: list[Hook] = []
     for name, module in attention_modules(model):
