@@ -28,9 +28,9 @@ from torch import nn
 import resattn
 from resattn import analysis
 from resattn.checkpoints import model_card
-from resattn.data import preprocess
 from resattn.errors import ResattnError
 from resattn.model.fuse import optimise_for_inference
+from resattn.trace import Trace
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p.with_suffix("") for p in (ROOT / "checkpoints").glob("*.safetensors"))
@@ -61,12 +61,12 @@ def entry_of(folder: Path, name: str):
     return next(e for e in cache.list_entries(folder) if e.name == name)
 
 
-def eager_trace(stem: Path) -> resattn.Trace:
+def eager_trace(stem: Path) -> Trace:
     model, card = resattn.load_checkpoint(stem)
-    return resattn.trace(model, preprocess(PHOTO, card["input_size"], card["mean"], card["std"]))
+    return resattn.trace(model, card.preprocess(PHOTO))
 
 
-def relative_differences(eager: resattn.Trace, fast: resattn.Trace) -> dict[str, float]:
+def relative_differences(eager: Trace, fast: Trace) -> dict[str, float]:
     """{tensor: max |fast - eager| / max |eager|} for the logits and every module's X, T, M, H;
     the two traces must record the same modules and the same tensors."""
     assert fast.names == eager.names
@@ -88,11 +88,11 @@ def app_trace(folder: Path, name: str):
     from ui import cache
 
     entry = entry_of(folder, name)
-    key = cache.trace_key(entry, "cpu", f"fast-path-{name}", entry.card["input_size"])
+    key = cache.trace_key(entry, "cpu", f"fast-path-{name}", entry.card.input_size)
     return cache.image_trace(key, PHOTO), cache.inference_model(entry.path, entry.stamp, "cpu")
 
 
-def assert_is_the_fast_path(model: nn.Module, trace: resattn.Trace) -> None:
+def assert_is_the_fast_path(model: nn.Module, trace: Trace) -> None:
     """The app traced the optimised model: no BatchNorm left, channels_last tensors."""
     assert getattr(model, "fused_for_inference", False)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
@@ -126,7 +126,7 @@ def test_the_comparison_catches_a_wrong_fold(tiny_zoo):
     """The same measurement on an optimised model whose one BatchNorm was 2 % off before
     folding (a fold with a wrong statistic) exceeds the tolerance: the check can fail."""
     model, card = resattn.load_checkpoint(tiny_zoo / "attention56_mixed_arl")
-    x = preprocess(PHOTO, 64, card["mean"], card["std"])
+    x = card.preprocess(PHOTO)
     eager = resattn.trace(model, x)
     broken = resattn.load_checkpoint(tiny_zoo / "attention56_mixed_arl")[0]
     bn = next(m for m in broken.stage2.modules() if isinstance(m, nn.BatchNorm2d))
@@ -171,29 +171,14 @@ def test_mask_interventions_run_on_the_fast_model_and_randomise_on_the_trained_o
     with pytest.raises(ResattnError, match="BatchNorm"):
         analysis.randomise_mask_branches(fast, ["stage2.1"])
     shown = analysis_cache.intervention(key, PHOTO, "stage2.1", "randomise", seed=3)
-    library = analysis.intervene(eager, x, "stage2.1", "randomise", seed=3).summary(classes=card["classes"])
+    library = analysis.intervene(eager, x, "stage2.1", "randomise", seed=3).summary(classes=card.classes)
     assert torch.equal(shown.probabilities_after, library.probabilities_after)
     assert torch.equal(shown.probabilities_before, library.probabilities_before)
 
     shown = analysis_cache.intervention(key, PHOTO, "stage2.1", "zero")
-    library = analysis.intervene(eager, x, "stage2.1", "zero").summary(classes=card["classes"])
+    library = analysis.intervene(eager, x, "stage2.1", "zero").summary(classes=card.classes)
     for a, b in ((library.probabilities_after, shown.probabilities_after),
                  *((library.maps_after[m], shown.maps_after[m]) for m in library.maps_after)):
         assert float((a - b).abs().max() / a.abs().max().clamp_min(1e-12)) <= TOLERANCE["tiny"]
     assert shown.identity["max_abs_H_minus_T"] == 0.0  # ARL with M = 0: H = T exactly, on the folded model too
     assert [r["name"] for r in shown.top5] == [r["name"] for r in library.top5]
-
-
-def test_the_cached_trace_is_shared_not_copied(tiny_zoo):
-    """image_trace hands every caller the one cached object (st.cache_resource): a rerun
-    copies no tensor. Its records are views of the library's trace, one image."""
-    from ui import cache
-
-    entry = entry_of(tiny_zoo, "attention56_channel_arl")
-    key = cache.trace_key(entry, "cpu", "fast-path-shared", 64)
-    first, second = cache.image_trace(key, PHOTO), cache.image_trace(key, PHOTO)
-    assert first is second
-    record, module = first.trace.modules[0], first.modules[0]
-    assert module.mask.shape == record.mask.shape[1:]
-    assert module.mask.data_ptr() == record.mask.data_ptr()  # a view, not a copy
-    np.testing.assert_allclose(first.probs, first.trace.logits[0].softmax(0).numpy())

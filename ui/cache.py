@@ -10,10 +10,11 @@ Bounds (also the numbers to change if memory is tight):
   mask intervention and faithfulness curve). A model is shared by all sessions;
   `resattn.trace` serialises hooked passes on it with a per-model lock.
 - traces: `st.cache_resource(max_entries=TRACE_ENTRIES, ttl=TRACE_TTL_S)`, keyed on
-  (checkpoint path + stamp, device, image sha256, input size): the library's `resattn.Trace`
-  itself (every module's input, T, M and H as CPU tensors), shared, not copied: ~1.5 MB for
-  Attention-56 at width 0.25 and 128 px, ~20 MB at width 1.0 and 224 px, so 32 entries stay
-  under ~650 MB worst case (see `image_trace` for why cache_resource).
+  (checkpoint path + stamp, device, image sha256, input size): the library's
+  `resattn.trace.Trace` itself (every module's input, T, M and H as CPU tensors), shared,
+  not copied: ~1.5 MB for Attention-56 at width 0.25 and 128 px, ~20 MB at width 1.0 and
+  224 px, so 32 entries stay under ~650 MB worst case (see `image_trace` for why
+  cache_resource).
 - derived maps (reductions, resized maps, thumbnails, statistics):
   `st.cache_data(max_entries=DERIVED_ENTRIES, ttl=TRACE_TTL_S)`; each is a few KB of numpy,
   the form the figures draw.
@@ -46,7 +47,7 @@ from resattn.data import image_tensor, resize_transform
 from resattn.errors import CheckpointError
 from resattn.model import ResidualAttentionNetwork
 from resattn.model.fuse import optimise_for_inference
-from resattn.trace import ModuleRecord
+from resattn.trace import ModuleRecord, Trace
 
 MODEL_ENTRIES = 6
 TRACE_ENTRIES = 32
@@ -199,14 +200,14 @@ def preview(sha: str, _image, side: int = 360) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ImageTrace:
-    """One image through one checkpoint's inference model: the library's `resattn.Trace`
+    """One image through one checkpoint's inference model: the library's `resattn.trace.Trace`
     (CPU tensors, batch of one) with what the pages show beside it. Nothing is copied to
     numpy here; figures convert what they draw (the plotly builders take tensors).
 
     Shared by every session (st.cache_resource): read it, never write into its tensors."""
     checkpoint: str
     classes: list[str]
-    trace: resattn.Trace  # logits 1 x classes; module records 1 x C x h x w
+    trace: Trace  # logits 1 x classes; module records 1 x C x h x w
     image: np.ndarray  # uint8 S x S x 3: the image as the network saw it (resized square)
     seconds: float = 0.0
 
