@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from resattn.analysis import study
+from resattn.analysis import study, study_tables
 from resattn.analysis.agreement import rank_metrics, rng_for, tie_broken_ranks, to_grid, top_region
 from resattn.analysis.nulls import (
     attribution_ranks,
@@ -55,7 +55,7 @@ def run_cells(masks: list[np.ndarray], attributions: list[np.ndarray], draws: in
                           partners=[ranks[(i + int(o)) % n] for o in offsets]) for i in range(n)]
     observed = np.stack([v.observed for v in values])
     nulls = {"shuffle": np.stack([v.shuffle for v in values]), "smooth": np.stack([v.smooth for v in values])}
-    main, detail = study.agreement_rows("test", [MODULE], observed, nulls, bootstrap_weights(np.zeros(n), 400))
+    main, detail = study_tables.agreement_rows("test", [MODULE], observed, nulls, bootstrap_weights(np.zeros(n), 400))
     chosen = {r["metric"]: r for r in main if r["reduction"] == "mean" and r["method"] == "abs_ig"}
     return {"cell": chosen, "rows": main, "detail": detail}
 

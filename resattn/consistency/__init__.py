@@ -81,4 +81,10 @@ from .networks import (
 from .results_section import BEGIN, END, markdown, write_section
 from .rows import COLUMNS, CSV_ENV, DEFAULT_CSV, default_csv, read_rows, write_rows
 
-__all__ = ["BEGIN", "CHUNK", "COLUMNS", "CSV_ENV", "ConsistencyRun", "DEFAULT_CSV", "DEFAULT_FOLDERS", "END", "METRIC", "Network", "RANK_KEY", "SEEDS_FOLDER", "Similarity", "TypeComparison", "between_rows", "compare_types", "comparison_groups", "config_label", "consistency", "default_csv", "find_networks", "image_rows", "kinds_in", "labelled", "last_module_per_stage", "main", "markdown", "pair_rows", "pair_spearman", "pairs_of", "partners", "read_rows", "recipe_key", "seed_rows", "seed_sets", "stage_maps", "stage_sentence", "stage_table", "summarise", "type_label", "type_of", "write_rows", "write_section"]
+__all__ = ["BEGIN", "CHUNK", "COLUMNS", "CSV_ENV", "ConsistencyRun", "DEFAULT_CSV", "DEFAULT_FOLDERS", "END",
+           "METRIC", "Network", "RANK_KEY", "SEEDS_FOLDER", "Similarity", "TypeComparison", "between_rows",
+           "compare_types", "comparison_groups", "config_label", "consistency", "default_csv",
+           "find_networks", "image_rows", "kinds_in", "labelled", "last_module_per_stage", "main",
+           "markdown", "pair_rows", "pair_spearman", "pairs_of", "partners", "read_rows", "recipe_key",
+           "seed_rows", "seed_sets", "stage_maps", "stage_sentence", "stage_table", "summarise",
+           "type_label", "type_of", "write_rows", "write_section"]

@@ -12,6 +12,16 @@ from ..analysis.agreement import METRICS
 from ..analysis.attribution import REPORT_METHODS
 from ..analysis.reduce import ANALYSIS_REDUCTIONS
 from ..analysis.significance import agreement_verdict, bootstrap_weights, side
+from ..analysis.study_tables import (
+    _g,
+    agreement_rows,
+    causal_rows,
+    faithfulness_rows,
+    faithfulness_test_rows,
+    reduction_rows,
+    sanity_agreement_rows,
+    sanity_rows,
+)
 
 AGREEMENT_COLUMNS = ["checkpoint", "module", "reduction", "method", "metric", "n_images", "value", "null_mean",
                      "null_low", "null_high", "p_holm"]
@@ -41,15 +51,15 @@ def metrics_rows(records: list[study.ImageRecord], observed: np.ndarray | None, 
     rows = []
     for i, rec in enumerate(records):
         row = {"file": names[rec.index], "true_label": classes[rec.label] if rec.label >= 0 else "",
-               "predicted_label": classes[rec.target], "probability": study._g(rec.probability)}
+               "predicted_label": classes[rec.target], "probability": _g(rec.probability)}
         if observed is not None:
             for c, (m, r, a) in enumerate(cells):
                 for j, k in enumerate(METRICS):
-                    row[f"{m}_{r}_{a}_{k}"] = study._g(observed[i, c, j])
+                    row[f"{m}_{r}_{a}_{k}"] = _g(observed[i, c, j])
         for f in fills:
             for o in orders:
                 deletion, insertion = rec.auc[(f, o)]
-                row[f"deletion_auc_{f}_{o}"], row[f"insertion_auc_{f}_{o}"] = study._g(deletion), study._g(insertion)
+                row[f"deletion_auc_{f}_{o}"], row[f"insertion_auc_{f}_{o}"] = _g(deletion), _g(insertion)
         rows.append(row)
     return columns, rows
 
@@ -64,8 +74,8 @@ def write_tables(out: Path, checkpoint: str, settings: study.StudySettings, modu
     auc = np.array([[[rec.auc[(f, o)] for o in orders] for f in fills] for rec in ordered])  # N x fills x orders x 2
     for f, fill in enumerate(fills):
         name = "faithfulness.csv" if f == 0 else f"faithfulness_{fill}.csv"
-        _write_csv(out / name, study.faithfulness_rows(checkpoint, orders, auc[:, f], weights), FAITHFULNESS_COLUMNS)
-    _write_csv(out / "faithfulness_tests.csv", study.faithfulness_test_rows(checkpoint, fills, orders, auc, weights))
+        _write_csv(out / name, faithfulness_rows(checkpoint, orders, auc[:, f], weights), FAITHFULNESS_COLUMNS)
+    _write_csv(out / "faithfulness_tests.csv", faithfulness_test_rows(checkpoint, fills, orders, auc, weights))
     observed = None
     result = {"files": ["faithfulness.csv"]}
     steps = [label for label, _ in cascade]
@@ -73,23 +83,23 @@ def write_tables(out: Path, checkpoint: str, settings: study.StudySettings, modu
         observed = np.stack([v.observed for _, _, v in local])
         nulls = {"shuffle": np.stack([v.shuffle for _, _, v in local]) if n > 1 else None,
                  "smooth": np.stack([v.smooth for _, _, v in local])}
-        main, detail = study.agreement_rows(checkpoint, modules, observed, nulls, weights)
+        main, detail = agreement_rows(checkpoint, modules, observed, nulls, weights)
         _write_csv(out / "agreement.csv", main, AGREEMENT_COLUMNS)
         _write_csv(out / "agreement_nulls.csv", detail)
         sanity = np.array([[[[rec.sanity[(s, m, r)] for r in ANALYSIS_REDUCTIONS] for m in modules] for s in steps]
                            for rec in ordered])
-        _write_csv(out / "sanity.csv", study.sanity_rows(checkpoint, steps, modules, sanity), SANITY_COLUMNS)
+        _write_csv(out / "sanity.csv", sanity_rows(checkpoint, steps, modules, sanity), SANITY_COLUMNS)
         moved = np.array([[[[[rec.sanity_agreement[(s, m, r, a)] for a in REPORT_METHODS]
                              for r in ANALYSIS_REDUCTIONS] for m in modules] for s in steps] for rec in ordered])
-        _write_csv(out / "sanity_agreement.csv", study.sanity_agreement_rows(checkpoint, steps, modules, moved, observed))
+        _write_csv(out / "sanity_agreement.csv", sanity_agreement_rows(checkpoint, steps, modules, moved, observed))
         kept = np.array([[[rec.kept[(m, r)] for r in ANALYSIS_REDUCTIONS] for m in modules] for rec in ordered])
         border = np.array([[[rec.border[(m, r)] for r in ANALYSIS_REDUCTIONS] for m in modules] for rec in ordered],
                           dtype=np.float64)
         best = np.array([[rec.kept[(m, "best")] for m in modules] for rec in ordered])
         _write_csv(out / "reductions.csv",
-                   study.reduction_rows(checkpoint, modules, kept, border, ordered[0].border_chance, weights, best))
+                   reduction_rows(checkpoint, modules, kept, border, ordered[0].border_chance, weights, best))
         effects = np.array([[[e[(m, r)] for r in study.REPLACEMENTS] for m in modules] for _, e, _ in local])
-        _write_csv(out / "causal.csv", study.causal_rows(checkpoint, modules, effects, weights))
+        _write_csv(out / "causal.csv", causal_rows(checkpoint, modules, effects, weights))
         result["agreement"] = main
     else:  # no masks: nothing to compare, randomise or replace; the files exist with their header
         for name, columns in (("agreement.csv", AGREEMENT_COLUMNS), ("sanity.csv", SANITY_COLUMNS)):
@@ -97,7 +107,7 @@ def write_tables(out: Path, checkpoint: str, settings: study.StudySettings, modu
         result["agreement"] = []
     columns, rows = metrics_rows(ordered, observed, modules, orders, tuple(fills), images.names, classes)
     _write_csv(out / "metrics.csv", rows, columns)
-    result["faithfulness"] = study.faithfulness_rows(checkpoint, orders, auc[:, 0], weights)
+    result["faithfulness"] = faithfulness_rows(checkpoint, orders, auc[:, 0], weights)
     return result
 
 
