@@ -168,13 +168,9 @@ class ModelCard(Mapping):
             raise CheckpointError(f"{where} does not hold a model card (a JSON object); re-save the checkpoint.")
         validate(data, where)
         typed = {key: data[key] for key in REQUIRED_CARD_KEYS}
-        extra = {}
-        for key in OPTIONAL_CARD_KEYS:
-            if data.get(key) is not None:
-                typed[key] = data[key]
-            elif key in data:
-                extra[key] = None  # a null: the field keeps its default, the file its null
-        extra.update((key, value) for key, value in data.items() if key not in typed and key not in extra)
+        typed.update((key, data[key]) for key in OPTIONAL_CARD_KEYS if data.get(key) is not None)
+        # Every other key; also an optional key set to null (its field keeps the default, the file its null).
+        extra = {key: value for key, value in data.items() if key not in typed}
         return cls(**typed, extra=extra, file_keys=tuple(data))
 
     def to_dict(self) -> dict[str, Any]:
