@@ -5,10 +5,10 @@ Bounds (also the numbers to change if memory is tight):
 - models: `st.cache_resource(max_entries=MODEL_ENTRIES)`, keyed on (checkpoint path, file
   size + mtime, device); 6 = the five zoo models plus one more. Two per checkpoint: the
   model as trained (`load_model`: the tour's step-by-step views, attributions, the
-  "randomise" sanity check, dataset statistics) and its inference copy (`inference_model`:
-  resattn.model.fuse.optimise_for_inference, BN folded and channels_last; every trace,
-  mask intervention and faithfulness curve). A model is shared by all sessions;
-  `resattn.trace` serialises hooked passes on it with a per-model lock.
+  "randomise" sanity check, seed-consistency maps, dataset statistics) and its inference
+  copy (`inference_model`: resattn.model.fuse.optimise_for_inference, BN folded and
+  channels_last; every trace, mask intervention and faithfulness curve). A model is shared
+  by all sessions; `resattn.trace` serialises hooked passes on it with a per-model lock.
 - traces: `st.cache_resource(max_entries=TRACE_ENTRIES, ttl=TRACE_TTL_S)`, keyed on
   (checkpoint path + stamp, device, image sha256, input size): the library's
   `resattn.trace.Trace` itself (every module's input, T, M and H as CPU tensors), shared,
@@ -166,8 +166,8 @@ def inference_model(path: str, stamp: tuple, device: str):
     for what needs the layers as trained: the tour's steps (they show the BN-ReLU-conv stem
     and mask head), the "randomise" check (it keeps each BatchNorm, which folding removed),
     attributions (a ReLU gate within rounding of its threshold may switch and change the
-    gradient: see ui/analysis_cache.py) and the dataset statistics (their disk cache is
-    shared with the CLI)."""
+    gradient: see ui/analysis_cache.py), the seed-consistency maps (ranked against the
+    CLI's) and the dataset statistics (their disk cache is shared with the CLI)."""
     model = load_model(path, stamp, device)[0]
     return optimise_for_inference(model) if isinstance(model, ResidualAttentionNetwork) else model
 

@@ -53,8 +53,11 @@ def seed_column_label(network: consistency.Network, runs: list[consistency.Netwo
 @st.cache_data(max_entries=cache.DERIVED_ENTRIES, ttl=cache.TRACE_TTL_S, show_spinner=False)
 def image_maps(key: tuple, _image, reduction: str, target: int) -> dict:
     """The reduced mask of each stage's last module for the current image (`key`:
-    AppState.key of the network), preprocessed as its card says (the traces' own path)."""
-    model, _card, x = cache.model_and_input(key, _image)
+    AppState.key of the network), preprocessed as its card says (the traces' own path), on
+    the model as trained, as `python -m resattn.consistency` computes them: the
+    class-weighted reduction takes gradients, and the comparison ranks the maps (see the
+    note at ui/analysis_cache.attribution)."""
+    model, _card, x = cache.model_and_input(key, _image, eager=True)
     return consistency.stage_maps(model, x, reductions=[reduction], targets=[target], batch_size=1)
 
 
