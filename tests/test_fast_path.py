@@ -1,6 +1,8 @@
-"""The app's fast path (issue 17, item 8): the app traces, explains and intervenes on each
-checkpoint's inference model (ui.cache.inference_model: resattn.model.fuse.
-optimise_for_inference, every BatchNorm folded, channels_last), not on the model as loaded.
+"""The app's fast path (issue 17, item 8): the app traces each checkpoint's inference model
+(ui.cache.inference_model: resattn.model.fuse.optimise_for_inference, every BatchNorm
+folded, channels_last), not the model as loaded, and replaces masks on it; attributions
+and the "randomise" check stay on the model as trained (tested below, reasons in
+ui/analysis_cache.py).
 
 What it shows must be what the model as trained computes: the trace the app caches
 (ui.cache.image_trace) is compared with resattn.trace of the eager NCHW model from
