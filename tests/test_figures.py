@@ -164,6 +164,56 @@ def test_per_row_bars_of_one_row_stand_side_by_side_right_of_the_grid():
     assert bars["coloraxis"].x > rightmost_cell and bars["coloraxis2"].x < 1
 
 
+def test_compare_axes_keep_sigmoid_and_channel_masks_apart_and_span_their_maps():
+    sig = {m: RNG.uniform(0.2, 0.8, (4, 4)) for m in ("a", "b")}
+    chan = {m: RNG.uniform(-0.5, 0.9, (4, 4)) for m in ("a", "b")}
+    maps = {"mixed": sig, "channel": chan, "none": {"a": None, "b": None}}
+    attention = {"mixed": "mixed", "channel": "channel", "none": "none"}
+    axes, of = viz.compare_axes(maps, ["a", "b"], show="mask", attention=attention, mask_scale="row")
+    assert len(axes) == 4 and of["none"] == {"a": "coloraxis", "b": "coloraxis"}
+    for module in ("a", "b"):
+        mixed, channel = axes[of["mixed"][module]], axes[of["channel"][module]]
+        assert (mixed.zmin, mixed.zmax) == viz.value_range(sig[module]) and mixed.colorscale == viz.MASK_SCALE
+        assert (channel.zmin, channel.zmax) == viz.value_range(chan[module]) and channel.zmid == 0.0
+        assert channel.colorscale == viz.FEATURE_SCALE and mixed.row == channel.row and channel.slot == 1
+    axes, of = viz.compare_axes(maps, ["a", "b"], show="mask", attention=attention, mask_scale="family")
+    assert (axes["coloraxis"].zmin, axes["coloraxis"].zmax, axes["coloraxis2"].zmin) == (0.0, 1.0, -1.0)
+    assert of == {"mixed": "coloraxis", "channel": "coloraxis2", "none": "coloraxis"}
+    axes, _ = viz.compare_axes(maps, ["a", "b"], show="mask", attention=attention, mask_scale="data")
+    assert (axes["coloraxis"].zmin, axes["coloraxis"].zmax) == viz.value_range(*sig.values())
+    axes, of = viz.compare_axes(maps, ["a", "b"], show="mask", attention=attention, mask_scale="single")
+    assert list(axes) == ["coloraxis"] and set(of.values()) == {"coloraxis"}
+    features = {"x": {"a": RNG.normal(size=(4, 4))}, "y": {"a": RNG.normal(size=(4, 4)) * 3}}
+    axes, of = viz.compare_axes(features, ["a"], show="trunk", attention={"x": "mixed", "y": "channel"})
+    assert (axes["coloraxis"].zmin, axes["coloraxis"].zmax) == viz.value_range(*[m["a"] for m in features.values()],
+                                                                               symmetric=True)
+    assert of == {"x": {"a": "coloraxis"}, "y": {"a": "coloraxis"}} and axes["coloraxis"].title == "T a"
+
+
+def test_map_panels_share_a_range_when_asked():
+    a, b = np.array([[0.0, 1.0]]), np.array([[-3.0, 2.0]])
+    alone = viz.map_panel("a", a, signed=False)
+    assert (alone.zmin, alone.zmax, alone.zmid, alone.colorscale) == (0.0, 1.0, None, viz.MASK_SCALE)
+    joint = viz.map_panel("a", a, signed=True, range_of=[a, b])
+    assert (joint.zmin, joint.zmax, joint.zmid, joint.colorscale) == (-3.0, 3.0, 0.0, viz.FEATURE_SCALE)
+    shared = viz.share_range([viz.map_panel("a", a, signed=False), viz.map_panel("b", b, signed=False)])
+    assert [(p.zmin, p.zmax) for p in shared] == [(-3.0, 2.0)] * 2
+    shared = viz.share_range([viz.map_panel("a", a, signed=False), viz.map_panel("b", b, signed=True)])
+    assert [(p.zmin, p.zmax) for p in shared] == [(-3.0, 3.0)] * 2
+    assert [p.colorscale for p in shared] == [viz.MASK_SCALE, viz.FEATURE_SCALE]  # each keeps its scale
+
+
+def test_panels_figure_puts_the_image_first_and_hovers_raw_values():
+    image = RNG.integers(0, 255, (6, 6, 3), dtype=np.uint8)
+    raw = RNG.normal(size=(6, 6))
+    fig = viz.panels_figure([viz.map_panel("IG", raw, normalise=True, value_name="IG")], image=image,
+                            image_title="photo")
+    assert [t.type for t in fig.data] == ["image", "heatmap"]
+    np.testing.assert_allclose(np.asarray(fig.data[1].customdata), raw, rtol=1e-6)
+    assert "%{customdata" in fig.data[1].hovertemplate
+    assert [a.text for a in fig.layout.annotations] == ["photo", "IG"]
+
+
 def test_stats_figure_has_a_bar_per_model_and_statistic_with_the_values():
     rows = [{"model": m, "stage": s, "mean": i + s / 10, "std": 0.1} for i, m in enumerate(["A", "B"])
             for s in (1, 2)]

@@ -112,7 +112,8 @@ def value_range(*arrays, symmetric: bool = False) -> tuple[float, float]:
     """(min, max) over the finite values of all arrays; symmetric gives (-m, m) with
     m = max |value|. A constant range is widened by 1 % of the value (at least 1e-3) either
     side so that a colour bar can still be drawn around it."""
-    finite = [np.asarray(a, dtype=np.float64)[np.isfinite(a)] for a in arrays if a is not None and np.size(a)]
+    values = [np.asarray(a, dtype=np.float64) for a in arrays if a is not None]  # numpy or torch (CPU)
+    finite = [v[np.isfinite(v)] for v in values if v.size]
     finite = [f for f in finite if f.size]
     if not finite:
         return (0.0, 1.0)
