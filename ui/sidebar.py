@@ -63,7 +63,7 @@ def _use_gallery(app: state.AppState, image_id: str) -> None:
 
 
 def _image_picker(app: state.AppState) -> None:
-    gallery = samples.choices(list(app.entry.card["classes"]) if app.entry else None)
+    gallery = samples.choices(list(app.entry.card.classes) if app.entry else None)
     ids = list(gallery)
     if st.session_state.get("_gallery") not in ids:  # a first visit, or a link to a photo that is not here
         st.session_state["_gallery"] = samples.default_image(app.entry, app.device)
@@ -119,7 +119,7 @@ def render() -> state.AppState:
         _image_picker(app)
         if app.image is not None:
             st.image(cache.preview(app.sha, app.image), caption=app.image_label, width="stretch")
-            outside = samples.outside_note(app.image_id, list(app.entry.card["classes"])) if app.entry else None
+            outside = samples.outside_note(app.image_id, list(app.entry.card.classes)) if app.entry else None
             if outside:
                 st.info(outside, icon=":material/info:")
     state.save(app)
