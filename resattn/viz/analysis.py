@@ -28,11 +28,11 @@ def top5_change_figure(rows: Sequence[Mapping], *, labels: Mapping[str, str] | N
                      "hovertemplate": f"%{{x}}<br>{labels.get(which, which)}: %{{y:.2%}}<extra></extra>"})
     top = max([float(r[w]) for r in rows for w in ("before", "after")] or [1.0])
     layout = base_layout(height, font_size, title=title, barmode="group", bargap=0.25,
-                     xaxis={"type": "category", "tickfont": font(font_size - 2), "tickangle": 0},
-                     yaxis={"title": {"text": "probability"}, "tickformat": ".0%", "gridcolor": "#e5e5e5",
-                            "range": [0, min(1.0, top) * 1.15 + 1e-3]},
-                     legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.0, "yanchor": "bottom"},
-                     margin={"l": 70, "r": 10, "t": 80 if title else 40, "b": 60})
+                         xaxis={"type": "category", "tickfont": font(font_size - 2), "tickangle": 0},
+                         yaxis={"title": {"text": "probability"}, "tickformat": ".0%", "gridcolor": "#e5e5e5",
+                                "range": [0, min(1.0, top) * 1.15 + 1e-3]},
+                         legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.0, "yanchor": "bottom"},
+                         margin={"l": 70, "r": 10, "t": 80 if title else 40, "b": 60})
     return go.Figure(data=data, layout=layout)
 
 
@@ -53,10 +53,10 @@ def mask_change_figure(changes: Mapping[str, float], *, intervened: str | None =
            "hovertemplate": "%{x}: %{y:.4g}<br>%{customdata}<extra></extra>"}
     top = max(values or [1.0])
     layout = base_layout(height, font_size, title=title,
-                     xaxis={"type": "category", "title": {"text": "attention module"}},
-                     yaxis={"title": {"text": y_title}, "gridcolor": "#e5e5e5",
-                            "range": [0, (top if top > 0 else 1.0) * 1.18]},
-                     margin={"l": 80, "r": 10, "t": 50 if title else 20, "b": 60})
+                         xaxis={"type": "category", "title": {"text": "attention module"}},
+                         yaxis={"title": {"text": y_title}, "gridcolor": "#e5e5e5",
+                                "range": [0, (top if top > 0 else 1.0) * 1.18]},
+                         margin={"l": 80, "r": 10, "t": 50 if title else 20, "b": 60})
     return go.Figure(data=[bar], layout=layout)
 
 
@@ -84,14 +84,14 @@ def curves_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]
                                           "<extra></extra>"})
     axis_common = {"gridcolor": "#e5e5e5", "zeroline": False}
     layout = base_layout(height, font_size,
-                     xaxis={"domain": [0, 0.46], "anchor": "y", "tickformat": ".0%", **axis_common,
-                            "title": {"text": "fraction of pixels deleted"}},
-                     yaxis={"anchor": "x", "title": {"text": y_title}, "rangemode": "tozero", **axis_common},
-                     xaxis2={"domain": [0.54, 1], "anchor": "y2", "tickformat": ".0%", **axis_common,
-                             "title": {"text": "fraction of pixels inserted"}},
-                     yaxis2={"anchor": "x2", "rangemode": "tozero", "matches": "y", **axis_common},
-                     annotations=[title_note("deletion: lower is better", 0.23, 1.0, font_size),
-                                  title_note("insertion: higher is better", 0.77, 1.0, font_size)],
-                     legend={"orientation": "h", "x": 0, "y": -0.3, "yanchor": "top"},
-                     margin={"l": 70, "r": 20, "t": 40, "b": 120})
+                         xaxis={"domain": [0, 0.46], "anchor": "y", "tickformat": ".0%", **axis_common,
+                                "title": {"text": "fraction of pixels deleted"}},
+                         yaxis={"anchor": "x", "title": {"text": y_title}, "rangemode": "tozero", **axis_common},
+                         xaxis2={"domain": [0.54, 1], "anchor": "y2", "tickformat": ".0%", **axis_common,
+                                 "title": {"text": "fraction of pixels inserted"}},
+                         yaxis2={"anchor": "x2", "rangemode": "tozero", "matches": "y", **axis_common},
+                         annotations=[title_note("deletion: lower is better", 0.23, 1.0, font_size),
+                                      title_note("insertion: higher is better", 0.77, 1.0, font_size)],
+                         legend={"orientation": "h", "x": 0, "y": -0.3, "yanchor": "top"},
+                         margin={"l": 70, "r": 20, "t": 40, "b": 120})
     return go.Figure(data=data, layout=layout)

@@ -88,8 +88,8 @@ def compare_figure(columns: Sequence[CompareColumn], modules: Sequence[str], col
                              "hoverinfo": "skip"})
             if z is not None:
                 data.append(heatmap(z, axis=axis, coloraxis=column.axis_for(module), value_name=value_name,
-                                     opacity=opacity if uri is not None else None,
-                                     hovertemplate=f"{column.title}, {module}<br>{value_name} = %{{z:.4g}}<extra></extra>"))
+                                    opacity=opacity if uri is not None else None,
+                                    hovertemplate=f"{column.title}, {module}<br>{value_name} = %{{z:.4g}}<extra></extra>"))
             else:
                 annotations.append({"text": empty_text if module in column.maps else absent_text,
                                     "x": x0 + cell_w / 2, "y": y1 - cell_h / 2, "xref": "paper",
@@ -113,14 +113,14 @@ def compare_figure(columns: Sequence[CompareColumn], modules: Sequence[str], col
         else:
             y1 = top - axis.row * (cell_h + vgap)
             bar = side_colorbar(axis.title, grid_right + (10 + axis.slot * slot_px) / width_px, y=y1 - cell_h / 2,
-                            length=cell_h * 0.95, size=font_size)
+                                length=cell_h * 0.95, size=font_size)
         spec = {"cmin": axis.zmin, "cmax": axis.zmax, "colorscale": scale(axis.colorscale),
                 "colorbar": bar}
         if axis.zmid is not None and axis.zmin < axis.zmid < axis.zmax:
             spec["cmid"] = axis.zmid
         layout_extra[name] = spec
     layout = base_layout(height, font_size, annotations=annotations, margin={"l": 4, "r": 4, "t": 4, "b": 4},
-                     **layout_extra)
+                         **layout_extra)
     layout["meta"] = {"suggested_width": width_px}
     return go.Figure(data=data, layout=layout)
 

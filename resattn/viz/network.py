@@ -31,7 +31,7 @@ def network_figure(outline: Mapping, thumbnails: Mapping[str, np.ndarray], *, se
     def box(x0, width, height, fill, line="#555", label=None, dash=None):
         shapes.append({"type": "rect", "x0": x0, "x1": x0 + width, "y0": mid - height / 2, "y1": mid + height / 2,
                        "xref": "x", "yref": "y", "fillcolor": fill, "line": {"color": line, "width": 1.5,
-                                                                              "dash": dash or "solid"},
+                                                                             "dash": dash or "solid"},
                        "layer": "below"})
         if label:
             annotations.append({"text": label, "x": x0 + width / 2, "y": mid - height / 2 - 0.08, "xref": "x",
@@ -106,9 +106,9 @@ def network_figure(outline: Mapping, thumbnails: Mapping[str, np.ndarray], *, se
     span_y = [mid - block / 2 - 1.0, top + 0.5]
     height = int(min(480, max(200, width_px * (span_y[1] - span_y[0]) / (span_x[1] - span_x[0]))) + 10)
     layout = base_layout(height, font_size, shapes=shapes, annotations=annotations, images=images,
-                     xaxis={"range": span_x, "visible": False, "fixedrange": True},
-                     yaxis={"range": span_y, "visible": False, "fixedrange": True, "scaleanchor": "x"},
-                     margin={"l": 5, "r": 5, "t": 5, "b": 5}, dragmode=False, clickmode="event+select")
+                         xaxis={"range": span_x, "visible": False, "fixedrange": True},
+                         yaxis={"range": span_y, "visible": False, "fixedrange": True, "scaleanchor": "x"},
+                         margin={"l": 5, "r": 5, "t": 5, "b": 5}, dragmode=False, clickmode="event+select")
     return go.Figure(data=[clicks], layout=layout)
 
 
@@ -127,10 +127,10 @@ def predictions_figure(labels: Sequence[str], probs: Sequence[float], *, k: int 
            "textfont": font(font_size),
            "hovertemplate": "%{y}: %{x:.2%}<extra></extra>"}
     layout = base_layout(height or 70 + 44 * len(names), font_size, title=title,
-                     xaxis={"range": [0, 1.18], "tickformat": ".0%", "gridcolor": "#e5e5e5",
-                            "title": {"text": "probability"}},
-                     yaxis={"automargin": True, "tickfont": font(font_size)},
-                     margin={"l": 10, "r": 20, "t": 50 if title else 10, "b": 50})
+                         xaxis={"range": [0, 1.18], "tickformat": ".0%", "gridcolor": "#e5e5e5",
+                                "title": {"text": "probability"}},
+                         yaxis={"automargin": True, "tickfont": font(font_size)},
+                         margin={"l": 10, "r": 20, "t": 50 if title else 10, "b": 50})
     return go.Figure(data=[bar], layout=layout)
 
 

@@ -24,10 +24,10 @@ def histogram_figure(counts: np.ndarray, edges: np.ndarray, *, title: str | None
            "customdata": np.stack([edges[:-1], edges[1:]], axis=1),
            "hovertemplate": "%{customdata[0]:.3g} to %{customdata[1]:.3g}: %{y:.2%}<extra></extra>"}
     layout = base_layout(height, font_size, title=title, bargap=0.02,
-                     xaxis={"title": {"text": x_title}, "showgrid": False},
-                     yaxis={"title": {"text": "fraction of values"}, "tickformat": ".2~%" if not log_y else None,
-                            "type": "log" if log_y else "linear", "gridcolor": "#e5e5e5"},
-                     margin={"l": 70, "r": 10, "t": 50 if title else 10, "b": 60})
+                         xaxis={"title": {"text": x_title}, "showgrid": False},
+                         yaxis={"title": {"text": "fraction of values"}, "tickformat": ".2~%" if not log_y else None,
+                                "type": "log" if log_y else "linear", "gridcolor": "#e5e5e5"},
+                         margin={"l": 70, "r": 10, "t": 50 if title else 10, "b": 60})
     return go.Figure(data=[bar], layout=layout)
 
 
@@ -40,7 +40,7 @@ def histograms_figure(hists: Mapping[str, tuple[np.ndarray, np.ndarray]], *, x_t
     gap = 0.07
     width = (1 - gap * (n - 1)) / n
     data, layout, annotations = [], base_layout(height, font_size, title=title, bargap=0.02, showlegend=False,
-                                            margin={"l": 70, "r": 10, "t": 80 if title else 45, "b": 60}), []
+                                                margin={"l": 70, "r": 10, "t": 80 if title else 45, "b": 60}), []
     for i, (name, (counts, edges)) in enumerate(hists.items()):
         axis = "" if i == 0 else str(i + 1)
         x0 = i * (width + gap)
@@ -98,9 +98,9 @@ def stats_figure(rows: Sequence[Mapping], stats: Sequence[str], labels: Mapping[
                          "marker": {"color": series_color(model, m)},
                          "hovertemplate": f"{model}, %{{x}}<br>{labels.get(stat, stat)} = %{{y:.3f}}<extra></extra>"})
     layout = base_layout(height, font_size, annotations=annotations, barmode="group",
-                     legend={"orientation": "h", "x": 0, "y": 1, "yanchor": "bottom", "font": font(font_size),
-                             "yref": "paper"},
-                     margin={"l": 60, "r": 10, "t": legend_px, "b": 40}, **layout_extra)
+                         legend={"orientation": "h", "x": 0, "y": 1, "yanchor": "bottom", "font": font(font_size),
+                                 "yref": "paper"},
+                         margin={"l": 60, "r": 10, "t": legend_px, "b": 40}, **layout_extra)
     return go.Figure(data=data, layout=layout)
 
 
@@ -122,20 +122,20 @@ def gain_figure(profiles: Mapping[str, Sequence[Mapping]], *, font_size: int = F
                      "line": {"color": colour, "width": 3}, "marker": {"size": 10},
                      "hovertemplate": f"{model}, after %{{x}}<br>product of gains = %{{y:.3f}}<extra></extra>"})
     layout = base_layout(height, font_size, barmode="group",
-                     xaxis={"domain": [0, 0.45], "anchor": "y", "type": "category"},
-                     yaxis={"anchor": "x", "title": {"text": "mean|H| / mean|T|"}, "gridcolor": "#e5e5e5",
-                            "rangemode": "tozero"},
-                     xaxis2={"domain": [0.55, 1], "anchor": "y2", "type": "category"},
-                     yaxis2={"anchor": "x2", "title": {"text": "product so far"}, "gridcolor": "#e5e5e5",
-                             "rangemode": "tozero"},
-                     shapes=[{"type": "line", "xref": "x domain", "yref": "y", "x0": 0, "x1": 1, "y0": 1, "y1": 1,
-                              "line": {"color": "#333", "dash": "dash", "width": 1.5}},
-                             {"type": "line", "xref": "x2 domain", "yref": "y2", "x0": 0, "x1": 1, "y0": 1, "y1": 1,
-                              "line": {"color": "#333", "dash": "dash", "width": 1.5}}],
-                     annotations=[title_note("gain of each module's combination", 0.225, 1.0, font_size),
-                                  title_note("compounded over the modules", 0.775, 1.0, font_size)],
-                     legend={"orientation": "h", "y": -0.15, "x": 0},
-                     margin={"l": 70, "r": 10, "t": 45, "b": 40})
+                         xaxis={"domain": [0, 0.45], "anchor": "y", "type": "category"},
+                         yaxis={"anchor": "x", "title": {"text": "mean|H| / mean|T|"}, "gridcolor": "#e5e5e5",
+                                "rangemode": "tozero"},
+                         xaxis2={"domain": [0.55, 1], "anchor": "y2", "type": "category"},
+                         yaxis2={"anchor": "x2", "title": {"text": "product so far"}, "gridcolor": "#e5e5e5",
+                                 "rangemode": "tozero"},
+                         shapes=[{"type": "line", "xref": "x domain", "yref": "y", "x0": 0, "x1": 1, "y0": 1, "y1": 1,
+                                  "line": {"color": "#333", "dash": "dash", "width": 1.5}},
+                                 {"type": "line", "xref": "x2 domain", "yref": "y2", "x0": 0, "x1": 1, "y0": 1, "y1": 1,
+                                  "line": {"color": "#333", "dash": "dash", "width": 1.5}}],
+                         annotations=[title_note("gain of each module's combination", 0.225, 1.0, font_size),
+                                      title_note("compounded over the modules", 0.775, 1.0, font_size)],
+                         legend={"orientation": "h", "y": -0.15, "x": 0},
+                         margin={"l": 70, "r": 10, "t": 45, "b": 40})
     return go.Figure(data=data, layout=layout)
 
 
@@ -158,7 +158,7 @@ def concentration_figure(values: np.ndarray, modules: Sequence[str], groups: Map
     layout = base_layout(height, font_size, barmode="group",
                          xaxis={"type": "category", "title": {"text": "attention module"}},
                          yaxis={"title": {"text": "mean concentration"}, "gridcolor": "#e5e5e5", "rangemode": "tozero",
-                            "exponentformat": "e"},
+                                "exponentformat": "e"},
                          legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
                          margin={"l": 70, "r": 10, "t": 40, "b": 60})
     return go.Figure(data=data, layout=layout)
