@@ -96,9 +96,7 @@ if not panels:
     st.stop()
 
 st.subheader(f"Explaining **{classes[target]}** ({trace.probs[target]:.1%})")
-n_cells = len(panels) + 1
-maps_fig = viz.panels_figure(panels, image=trace.image, image_title=f"image ({size} px)",
-                             height=int(min(440, max(280, 1000 / n_cells + 95))))
+maps_fig = viz.panels_figure(panels, image=trace.image, image_title=f"image ({size} px)", height=None)
 st.plotly_chart(maps_fig, theme=None, key="attribution_maps")
 notes = []
 if mask_map is not None:

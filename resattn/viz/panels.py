@@ -80,12 +80,15 @@ def before_after_panels(name: str, before: np.ndarray, after: np.ndarray, *, sig
 
 
 def panels_figure(panels: Sequence[Panel], *, image: np.ndarray | None = None, image_title: str = "image",
-                  height: int = 380, font_size: int = FONT_SIZE, title: str | None = None) -> go.Figure:
+                  height: int | None = 380, font_size: int = FONT_SIZE, title: str | None = None) -> go.Figure:
     """The image (optional, first) and the maps side by side, each map with its own
     horizontal colour bar underneath (its range may be shared with others: see
-    `share_range` and `map_panel(range_of=...)`). Hover shows each map's raw value."""
+    `share_range` and `map_panel(range_of=...)`). Hover shows each map's raw value.
+    `height=None` fits the height to the number of cells (square cells on a ~1000 px page)."""
     font_size = type_size(font_size)
     n = max(1, len(panels) + (image is not None))
+    if height is None:
+        height = int(min(440, max(280, 1000 / n + 95)))
     gap = 0.03 if image is None else 0.025
     width = (1.0 - gap * (n - 1)) / n
     titled = any(p.colorbar_title for p in panels)
