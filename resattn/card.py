@@ -38,6 +38,7 @@ OPTIONAL_CARD_KEYS = ("mean", "std", "input_size", "train_size", "weights", "met
 MAX_WIDTH = 8.0
 MAX_INPUT_SIZE = 2048
 FALLBACK_INPUT_SIZE = 224  # for an architecture this version does not know the default of
+IN_MEMORY = "The card given"  # how errors name a card that comes as a dict, not from a file
 
 
 class FrozenMapping(Mapping):
@@ -117,7 +118,7 @@ class ModelCard(Mapping):
     classes: tuple[str, ...]
     mean: tuple[float, float, float] = IMAGENET_MEAN  # per RGB channel, on the [0, 1] scale
     std: tuple[float, float, float] = IMAGENET_STD
-    input_size: int | None = None  # pixels per side the network sees; None: the architecture's default
+    input_size: int | None = None  # pixels per side the network sees (None: the architecture's default; an int after construction)
     train_size: int | None = None  # the crop size it was trained at, when the card says
     weights: str | None = None  # how the weights were made, in words
     metrics: Mapping[str, Any] = field(default_factory=FrozenMapping)  # val_top1, val_per_class_top1, ...
@@ -159,7 +160,7 @@ class ModelCard(Mapping):
     # ------------------------------------------------------------------ reading a file
 
     @classmethod
-    def from_dict(cls, data: Any, where: str | os.PathLike = "the model card") -> ModelCard:
+    def from_dict(cls, data: Any, where: str | os.PathLike = IN_MEMORY) -> ModelCard:
         """Validate a card's JSON object and type it. Raises CheckpointError saying which key
         is missing or wrong and what to do; `where` names the file in that sentence."""
         if isinstance(data, ModelCard):
@@ -259,7 +260,7 @@ class ModelCard(Mapping):
         return resize_transform(self.input_size)(image_tensor(image))
 
 
-def as_card(card: Mapping[str, Any] | ModelCard, where: str | os.PathLike = "the model card") -> ModelCard:
+def as_card(card: Mapping[str, Any] | ModelCard, where: str | os.PathLike = IN_MEMORY) -> ModelCard:
     """A ModelCard from a card in either form (a plain dict, e.g. from model_card, is validated)."""
     return ModelCard.from_dict(card, where)
 
@@ -271,7 +272,8 @@ def validate(card: Mapping[str, Any], where: str | os.PathLike | Path) -> None:
 
     missing = [k for k in REQUIRED_CARD_KEYS if k not in card]
     if missing:
-        raise CheckpointError(f"The model card {where} lacks {', '.join(missing)}; re-save it with save_checkpoint.")
+        card_name = where if where == IN_MEMORY else f"The model card {where}"
+        raise CheckpointError(f"{card_name} lacks {', '.join(missing)}; re-save it with save_checkpoint.")
     if card["arch"] not in list_models():
         raise CheckpointError(f"{where} is for an unknown architecture {card['arch']!r}; "
                               f"this version knows {', '.join(list_models())}.")
