@@ -73,7 +73,7 @@ def _compute(args, argv: list[str]) -> tuple[list[dict], Path, dict]:
     if not networks:
         raise ResattnError(f"No checkpoints in {', '.join(args.folders)}: give --folders or --checkpoints.")
     masked = [n for n in networks if n.has_masks]
-    classes = (masked or networks)[0].card["classes"]
+    classes = list((masked or networks)[0].card.classes)
     device = pick_device(args.device)
     images = load_images(args.images, classes=classes, limit=args.limit, sample="stratified", seed=args.seed)
     start = time.perf_counter()

@@ -149,8 +149,8 @@ def consistency(networks: list[Network], images, *, reductions=None, any_recipe:
     if not used:
         raise ResattnError("No two networks of one type and recipe (seeds) among these checkpoints, so there is "
                            "no seed-to-seed spread to compare with: add the seeds (e.g. checkpoints/seeds/).")
-    classes = used[0].card["classes"]
-    if any(list(n.card["classes"]) != list(classes) for n in used):
+    classes = used[0].card.classes
+    if any(n.card.classes != classes for n in used):
         raise ResattnError("These networks were trained on different classes; compare networks of one data set.")
     labels = images.labels.numpy()
     maps, seconds = {}, {}

@@ -6,15 +6,21 @@ from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
+from ..card import ModelCard
+
 DEFAULT_FOLDERS = ("checkpoints", "checkpoints/seeds")
 SEEDS_FOLDER = "seeds"  # inside the checkpoint folder: the seeds the app's checkpoint list does not show
 
 
-def config_label(card: dict) -> str:
+def config_label(card: ModelCard) -> str:
     """arch/attention/residual/seed, e.g. "attention56/mixed/arl/1" ("?" for an unknown seed)."""
-    seed = (card.get("recipe") or {}).get("seed")
-    seed = str(int(seed)) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else "?"
-    return f"{card['arch']}/{card['attention']}/{card['residual']}/{seed}"
+    seed = _seed(card)
+    return f"{card.arch}/{card.attention}/{card.residual}/{'?' if seed is None else seed}"
+
+
+def _seed(card: ModelCard) -> int | None:
+    seed = card.seed
+    return int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None
 
 
 def type_of(config: str) -> str:
@@ -30,19 +36,21 @@ def type_label(kind: str) -> str:
     return f"A{depth} {what}"
 
 
-def recipe_key(card: dict) -> tuple:
+def recipe_key(card: ModelCard) -> tuple:
     """What a run was trained with besides its seed and attention configuration (the same key
-    as the zoo's tables, resattn.results)."""
+    as the zoo's tables, resattn.results, which reads cards as JSON)."""
     from ..results import Run
 
-    return Run("", {**card, "metrics": card.get("metrics") or {}}, False).recipe_key()
+    data = card.to_dict()
+    data["metrics"] = data.get("metrics") or {}
+    return Run("", data, False).recipe_key()
 
 
 @dataclass(eq=False)
 class Network:
     """One checkpoint to compare: where it is, its card and its config label (unique in a set)."""
     path: str  # the checkpoint's stem
-    card: dict
+    card: ModelCard
     label: str = ""
 
     @property
@@ -55,12 +63,11 @@ class Network:
 
     @property
     def seed(self) -> int | None:
-        seed = (self.card.get("recipe") or {}).get("seed")
-        return int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None
+        return _seed(self.card)
 
     @property
     def has_masks(self) -> bool:
-        return self.card.get("attention") != "none"
+        return self.card.attention != "none"
 
     @property
     def recipe(self) -> tuple:
