@@ -29,11 +29,11 @@ def count(card: ModelCard | dict) -> tuple[int, int]:
 ATTENTION_ORDER = ("mixed", "channel", "spatial", "none")
 
 
-def zoo_order(name: str, card: dict) -> tuple:
+def zoo_order(name: str, card: ModelCard) -> tuple:
     """The compare page's order: mixed, channel, spatial with ARL, then NAL, then no attention."""
-    attention = card.get("attention")
+    attention = card.attention
     rank = ATTENTION_ORDER.index(attention) if attention in ATTENTION_ORDER else len(ATTENTION_ORDER)
-    return attention == "none", card.get("residual") != "arl", rank, name
+    return attention == "none", card.residual != "arl", rank, name
 
 
 def table(folder: str | Path = "checkpoints") -> str:
@@ -41,10 +41,10 @@ def table(folder: str | Path = "checkpoints") -> str:
             "|---|---|---|---|---|---|---|---|---|---|"]
     for stem, card in sorted(list_checkpoints(folder), key=lambda sc: zoo_order(sc[0].name, sc[1])):
         params, macs = count(card)
-        recipe, metrics = card.get("recipe", {}), card.get("metrics", {})
-        top1 = f"{metrics['val_top1']:.2f} %" if "val_top1" in metrics else "—"
+        recipe = card.recipe
+        top1 = f"{card.val_top1:.2f} %" if card.val_top1 is not None else "—"
         wall = f"{recipe['wall_time_s'] / 60:.0f} min" if "wall_time_s" in recipe else "—"
-        rows.append(f"| {stem.name} | {card['attention']} | {card['residual'] if card['attention'] != 'none' else '—'} "
+        rows.append(f"| {stem.name} | {card.attention} | {card.residual if card.attention != 'none' else '—'} "
                     f"| {params / 1e6:.2f} M | {macs / 1e9:.3f} G at {card.input_size} px | {top1} "
                     f"| {recipe.get('epochs', '—')} | {str(recipe.get('precision', 'fp32')).split()[0]} | {wall} "
                     f"| {recipe.get('hardware', '—')} |")
@@ -56,18 +56,18 @@ def per_class_table(folder: str | Path = "checkpoints", extra_cards: list[str | 
     import json
 
     cards = [(stem.name, card) for stem, card in list_checkpoints(folder)]
-    cards += [(Path(p).stem, json.loads(Path(p).read_text())) for p in extra_cards]
-    cards = sorted(((name, card) for name, card in cards if "val_per_class_top1" in card.get("metrics", {})),
+    cards += [(Path(p).stem, as_card(json.loads(Path(p).read_text()), p)) for p in extra_cards]
+    cards = sorted(((name, card) for name, card in cards if "val_per_class_top1" in card.metrics),
                    key=lambda nc: zoo_order(*nc))
     if not cards:
         return "(no card with per-class accuracy)"
-    classes = cards[0][1]["classes"]
+    classes = cards[0][1].classes
     rows = ["| class | " + " | ".join(name.removeprefix("attention56_") for name, _ in cards) + " |",
             "|---|" + "---|" * len(cards)]
     for i, name in enumerate(classes):
-        rows.append(f"| {name} | " + " | ".join(f"{card['metrics']['val_per_class_top1'][i]:.1f}"
+        rows.append(f"| {name} | " + " | ".join(f"{card.metrics['val_per_class_top1'][i]:.1f}"
                                                for _, card in cards) + " |")
-    rows.append("| **all** | " + " | ".join(f"**{card['metrics']['val_top1']:.2f}**" for _, card in cards) + " |")
+    rows.append("| **all** | " + " | ".join(f"**{card.val_top1:.2f}**" for _, card in cards) + " |")
     return "\n".join(rows)
 
 
@@ -85,7 +85,7 @@ def verify(folder: str | Path = "checkpoints", tolerance: float = 0.5, data: str
     val = load_split(data, "val")
     lines, off = [], []
     for stem, card in list_checkpoints(folder):
-        claimed = card.get("metrics", {}).get("val_top1")
+        claimed = card.val_top1
         if claimed is None:
             lines.append(f"{stem.name}: no val top-1 on its card, not checked")
             continue
