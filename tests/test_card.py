@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -203,3 +204,33 @@ def test_the_batch_and_dataset_paths_are_the_same_maths():
 def test_preprocess_refuses_what_is_not_an_image():
     with pytest.raises(TypeError, match="PIL image"):
         ModelCard.from_dict(tiny_card()).preprocess(np.zeros((8, 8, 3), np.uint8))
+
+
+# ------------------------------------------------------------------ no second implementation
+
+IMAGE_OPS = re.compile(r"\b(?:v2|TF|functional|transforms)\.(?:Resize|Normalize|normalize|resize|pil_to_tensor|"
+                       r"to_dtype|ToDtype|ToImage|ToTensor|to_tensor|CenterCrop|center_crop)\b")
+SIZE_READS = re.compile(r"""\.get\(\s*["']input_size["']|\[\s*["']input_size["']\s*\]|\bDEFAULT_INPUT_SIZE\b""")
+
+
+def sources(*skip: str) -> dict[str, str]:
+    files = [ROOT / "app.py", *(p for folder in ("resattn", "ui", "pages") for p in (ROOT / folder).rglob("*.py"))]
+    return {str(p.relative_to(ROOT)): p.read_text() for p in files
+            if p.is_file() and str(p.relative_to(ROOT)) not in skip}
+
+
+def test_only_resattn_data_resizes_and_normalises_images():
+    """The maths of turning pixels into an input lives in resattn/data.py (which the card
+    calls); anywhere else a torchvision resize/normalise is a second implementation."""
+    found = [f"{path}: {m.group(0)}" for path, text in sources("resattn/data.py").items()
+             for m in IMAGE_OPS.finditer(text)]
+    assert not found, found
+    assert IMAGE_OPS.search("x = v2.functional.resize(x, [s, s])")  # the pattern sees what it must
+
+
+def test_only_the_card_derives_the_input_size():
+    """card.input_size is the input size; no other code reads the key or re-derives its default."""
+    found = [f"{path}: {m.group(0)}" for path, text in sources("resattn/card.py").items()
+             if not path.startswith("resattn/model/") for m in SIZE_READS.finditer(text)]
+    assert not found, found
+    assert SIZE_READS.search('size = int(card.get("input_size", 224))')
