@@ -29,6 +29,14 @@ definitions. Writes, in OUT:
   metrics.csv       one row per image (every value above, per image)
   report.json       the settings, image count, processes and time taken
   <image>.png       one figure per image (unless --no-figures)
+  partial/          while it runs: each finished image's results (resattn.report.partial),
+                    removed once the files above are written
+
+Interrupted (a killed session, Ctrl-C), the same command resumes: the images saved in
+OUT/partial/ are read back, only the missing ones are analysed, and every table (nulls,
+bootstrap, Holm correction) is computed at the end over all images, so the files equal an
+uninterrupted run's byte for byte (tested, same device and threads). Another checkpoint,
+image set or setting (--bootstrap excepted) is refused with one line; --fresh starts over.
 
 Intervals are percentile bootstraps over images, resampled within classes (seeded).
 
@@ -38,7 +46,8 @@ results are gathered and rank 0 writes one set of files, the same as one process
     torchrun --nproc_per_node 2 -m resattn.report --checkpoint C --images pack --limit 500 --out OUT
 
 The package: `cli` (arguments, settings, the run), `collective` (torchrun's process group),
-`figure` (the per-image figure), `tables` (the CSV files and the terminal summary).
+`figure` (the per-image figure), `tables` (the CSV files and the terminal summary), `partial`
+(the saved images a rerun resumes from).
 """
 from .cli import main, parse_args, run
 from .figure import figure_name, image_figure

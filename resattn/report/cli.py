@@ -20,6 +20,7 @@ from ..errors import ResattnError
 from . import __doc__ as PACKAGE_DOC  # what the report writes, in words
 from .collective import Collective
 from .figure import figure_name, image_figure
+from .partial import FOLDER, PartialResults, checkpoint_hash, manifest
 from .tables import summary_lines, write_tables
 
 
@@ -53,6 +54,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bootstrap", type=int, default=study.BOOTSTRAP, help="bootstrap resamples (default 2000)")
     parser.add_argument("--batch-size", type=int, default=64, help="perturbed images per forward pass (default 64)")
     parser.add_argument("--no-figures", action="store_true", help="write only the CSV files")
+    parser.add_argument("--fresh", action="store_true",
+                        help=f"discard the images saved in OUT/{FOLDER}/ and start over. Without it the report "
+                             "resumes: each image's results are saved there as soon as it is done, so rerunning the "
+                             "same command after an interruption analyses only the missing images (any number of "
+                             "torchrun processes); the tables are then computed over all images, the same as an "
+                             "uninterrupted run (byte for byte with the same --device and --threads). A rerun with "
+                             "another checkpoint, image set or setting (--bootstrap excepted) is refused. The folder goes "
+                             "once the files are written")
     parser.add_argument("--threads", type=int,
                         help="CPU threads for torch per process (default: torch's choice; 1 is often faster on a "
                              "busy machine)")
@@ -97,16 +106,23 @@ def run(args: argparse.Namespace) -> dict:
         images = load_images(args.images, classes=classes, size=card.input_size, limit=args.limit, sample=args.sample,
                              seed=args.seed)
         out = Path(args.out)
+        checkpoint = _stem(args.checkpoint).name
+        partial = PartialResults(out, manifest(checkpoint_hash(model, card), images, settings,
+                                               figures=not args.no_figures))
         if comm.rank == 0:
             try:
                 out.mkdir(parents=True, exist_ok=True)
                 (out / ".write-test").write_text("")
                 (out / ".write-test").unlink()
+                partial.prepare(fresh=args.fresh)
             except OSError as exc:
                 raise ResattnError(f"Cannot write to {out} ({exc.strerror or exc}); choose another --out folder.") from None
         comm.barrier()
-        checkpoint = _stem(args.checkpoint).name
+        partial.check()  # on every rank, so that all of them stop on a mismatch
         n = len(images)
+        resumed = len(partial.done(range(n)))
+        if resumed and comm.rank == 0:
+            print(f"resuming: {resumed} of {n} images already done in {partial.folder}", file=sys.stderr)
         modules = study.masked_modules(model)
         all_modules = [name for name, _ in model.attention_modules()]
         orders = study.order_names(modules, all_modules)
@@ -119,23 +135,29 @@ def run(args: argparse.Namespace) -> dict:
         def batch(i: int) -> torch.Tensor:
             return card.preprocess_batch(images.images[i:i + 1]).contiguous(memory_format=torch.channels_last)
 
-        # 1. Per image (sharded).
+        # 1. Per image (sharded). An image saved by an interrupted run is read back, not
+        # analysed again; its masks are summed again (one forward pass) for the set's mean.
         from ..model.fuse import optimise_for_inference
 
         cascade = study.cascade_models(model, settings.seed)
         curves_model = optimise_for_inference(model)
         records, sums = [], {}
+        saved = set(partial.done(shard))
         for i in tqdm(shard, desc="report: images", unit="image", disable=comm.rank != 0):
             x = batch(int(i))
-            record = study.analyse_image(model, x, int(i), int(images.labels[i]), settings, cascade=cascade,
-                                         keep_extras=not args.no_figures, curves_model=curves_model)
+            if int(i) in saved:
+                record = partial.load(int(i))
+            else:
+                record = study.analyse_image(model, x, int(i), int(images.labels[i]), settings, cascade=cascade,
+                                             keep_extras=not args.no_figures, curves_model=curves_model)
+                if not args.no_figures:  # drawn before the record is saved: a saved image has its figure
+                    fig = image_figure(record, images.images[i].numpy(), classes,
+                                       title=f"{images.names[i]} — {checkpoint}")
+                    fig.savefig(out / figure_names[int(i)], dpi=90)
+                    record.extras = {}
+                partial.save(record)
             for name, total in study.mask_sums(model, x).items():
                 sums[name] = sums[name] + total if name in sums else total
-            if not args.no_figures:
-                fig = image_figure(record, images.images[i].numpy(), classes,
-                                   title=f"{images.names[i]} — {checkpoint}")
-                fig.savefig(out / figure_names[int(i)], dpi=90)
-                record.extras = {}
             records.append(record)
         everyone = {r.index: r for part in comm.all_gather(records) for r in part}
         totals: dict[str, torch.Tensor] = {}
@@ -165,11 +187,13 @@ def run(args: argparse.Namespace) -> dict:
             info = {"checkpoint": str(args.checkpoint), "images": str(args.images), "n_images": n,
                     "sample": args.sample, "limit": args.limit, "settings": {**settings.__dict__,
                                                                             "fills": list(settings.fills)},
-                    "processes": comm.world, "threads": torch.get_num_threads(), "device": str(device),
-                    "seconds": round(seconds, 1), "seconds_per_image": round(seconds / max(1, n), 2),
+                    "images_resumed": resumed, "processes": comm.world, "threads": torch.get_num_threads(), "device": str(device),
+                    "seconds": round(seconds, 1),  # this run's: a resumed run's saved images took their time before
+                    "seconds_per_image": round(seconds / max(1, n - resumed), 2),
                     "torch": torch.__version__}
             (out / "report.json").write_text(json.dumps(info, indent=2) + "\n")
-            summary.update(seconds=seconds, n_images=n, out=out)
+            partial.remove()  # every file is written: the saved images are no longer needed
+            summary.update(seconds=seconds, n_images=n, resumed=resumed, out=out)
         comm.barrier()
         return summary
     finally:
@@ -188,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if result:
         print("\n".join(summary_lines(result)))
-        seconds, count = result["seconds"], result["n_images"]
-        print(f"wrote {result['out']} ({count} images) in {seconds:.1f} s ({seconds / max(1, count):.2f} s per image)")
+        seconds, count, resumed = result["seconds"], result["n_images"], result.get("resumed", 0)
+        analysed = f", {count - resumed} analysed now, {resumed} resumed" if resumed else ""
+        print(f"wrote {result['out']} ({count} images{analysed}) in {seconds:.1f} s "
+              f"({seconds / max(1, count - resumed):.2f} s per image analysed)")
     return 0
