@@ -6,7 +6,6 @@ another setting, checkpoint or figure choice is refused with one line; --fresh s
 A tiny checkpoint and four generated images keep it fast."""
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import signal
@@ -23,7 +22,7 @@ from test_report import CLASSES, FAST, ROOT, generated_images, image_tree
 from resattn.analysis import study
 from resattn.checkpoints import model_card, save_checkpoint
 from resattn.report import main
-from resattn.report.partial import FOLDER, MANIFEST, decode_record, encode_record
+from resattn.report.partial import FOLDER, MANIFEST, PartialResults
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -101,7 +100,7 @@ def copy_of(out: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(out, tmp_path / "out"))
 
 
-def test_a_record_round_trips_bit_for_bit(checkpoint):
+def test_a_record_round_trips_bit_for_bit(tmp_path, checkpoint):
     from resattn.checkpoints import load_checkpoint
 
     model, card = load_checkpoint(checkpoint)
@@ -109,12 +108,10 @@ def test_a_record_round_trips_bit_for_bit(checkpoint):
                                                                                   dtype=np.uint8)))
     settings = study.StudySettings(steps=2, ig_steps=2, draws=4, batch_size=16)
     record = study.analyse_image(model, x, 7, 1, settings, cascade=study.cascade_models(model, 0))
-    buffer = io.BytesIO()
-    np.savez(buffer, **encode_record(record, "run"))
-    buffer.seek(0)
-    with np.load(buffer, allow_pickle=False) as members:
-        back, run = decode_record(members)
-    assert run == "run"
+    partial = PartialResults(tmp_path, {"a": "manifest"})
+    partial.prepare(fresh=False)
+    partial.save(record)
+    back = partial.load(7)
 
     def same(a, b) -> bool:  # equal values of the same types and dtypes, NaN equal to NaN
         if isinstance(a, dict):

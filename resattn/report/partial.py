@@ -138,12 +138,13 @@ def encode_record(record: study.ImageRecord, run: str = "") -> dict[str, np.ndar
              "probability": _encode_value(record.probability, arrays),
              "dicts": {name: [[_encode_key(k), _encode_value(v, arrays)] for k, v in getattr(record, name).items()]
                        for name in _DICTS}}
-    return {"index": np.array(json.dumps(index, allow_nan=True)), **arrays}
+    # The index as UTF-8 bytes (a numpy str array would take 4 bytes a character).
+    return {"index": np.frombuffer(json.dumps(index, allow_nan=True).encode(), dtype=np.uint8), **arrays}
 
 
 def decode_record(members) -> tuple[study.ImageRecord, str]:
     """(the record, the run it names) from npz members (`np.load(..., allow_pickle=False)`)."""
-    index = json.loads(str(members["index"][()]))
+    index = json.loads(members["index"].tobytes().decode())
     arrays = {name: members[name] for name in members if name != "index"}
     dicts = {name: {_decode_key(k): _decode_value(v, arrays) for k, v in index["dicts"][name]} for name in _DICTS}
     record = study.ImageRecord(index=index["index"], label=index["label"], target=index["target"],
@@ -207,7 +208,7 @@ class PartialResults:
 
     def save(self, record: study.ImageRecord) -> None:
         members = encode_record(record, self.run)
-        _atomic(self.path(record.index), lambda f: np.savez(f, **members))
+        _atomic(self.path(record.index), lambda f: np.savez_compressed(f, **members))
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
