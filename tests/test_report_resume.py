@@ -186,6 +186,18 @@ def test_other_pixels_under_the_same_names_are_another_image_set(tmp_path, monke
     assert "the images differ" in capsys.readouterr().err and calls == []
 
 
+def test_a_saved_image_names_its_run(tmp_path, monkeypatch, capsys, checkpoint, images, interrupted):
+    """Without its manifest (say a removal cut short), the folder's images still refuse
+    another run: each file names the run it belongs to."""
+    out = copy_of(interrupted, tmp_path)
+    (out / FOLDER / MANIFEST).unlink()
+    calls = counting_analyse(monkeypatch)
+    assert main(command(checkpoint, images, out, "--seed", "1")) == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith("error: ") and "image-000000.npz belongs to another report" in last, last
+    assert calls == []
+
+
 def test_a_changed_bootstrap_resumes(tmp_path, monkeypatch, checkpoint, images, interrupted):
     """--bootstrap only enters the tables computed at the end, so it may change on a resume."""
     out = copy_of(interrupted, tmp_path)
