@@ -3,8 +3,8 @@ attention learning (NAL), mixed attention, from the zoo's cards (mean ± sd over
 recipe), beside the paper's CIFAR-10 numbers (Wang et al. 2017, Table 3).
 
 Usage: python scripts/depth_figure.py [--out docs/depth.png]
-Only configurations trained with the zoo recipe (the recipe most cards share) are drawn, so
-depth is the only thing that changes along a line.
+Only configurations trained with one recipe are drawn (the one whose mixed-attention runs cover
+the most depth x residual cells), so depth is the only thing that changes along a line.
 """
 from __future__ import annotations
 
@@ -25,25 +25,34 @@ PAPER = {"arl": {56: 5.52, 92: 4.99, 128: 4.44, 164: 4.31}, "nal": {56: 5.89, 92
 STYLE = {"arl": ("#1b9e77", "o", "ARL: (1 + M)·T"), "nal": ("#d95f02", "s", "NAL: M·T")}
 
 
-def ours(configs: list[results.Config]) -> dict[str, dict[int, tuple[float, float, int]]]:
+def ours(configs: list[results.Config]) -> tuple[str, dict[str, dict[int, tuple[float, float, int]]]]:
     """residual -> depth -> (mean error, sd, seeds) for mixed attention with the zoo recipe."""
-    counts: dict[tuple, int] = {}
+    # The recipe whose mixed-attention runs cover the most (depth, residual) cells, then the most
+    # runs: depth must be the only thing that changes along a line.
+    cells: dict[tuple, set] = {}
+    runs: dict[tuple, int] = {}
     for c in configs:
-        counts[c.first.recipe_key()] = counts.get(c.first.recipe_key(), 0) + len(c.runs)
-    recipe = max(counts, key=counts.get)
+        if c.first.card["attention"] != "mixed":
+            continue
+        key = c.first.recipe_key()
+        cells.setdefault(key, set()).add((c.first.depth, c.first.card["residual"]))
+        runs[key] = runs.get(key, 0) + len(c.runs)
+    recipe = max(cells, key=lambda k: (len(cells[k]), runs[k]))
     found: dict[str, dict[int, tuple[float, float, int]]] = {"arl": {}, "nal": {}}
+    label = ""
     for c in configs:
         card = c.first.card
         if card["attention"] != "mixed" or c.first.recipe_key() != recipe:
             continue
+        label = c.recipe_label
         error = 100 - c.accuracies
         found[card["residual"]][c.first.depth] = (error.mean(), error.std(ddof=1) if len(error) > 1 else 0.0,
                                                   len(error))
-    return found
+    return label, found
 
 
 def draw(configs: list[results.Config], out: Path) -> Path:
-    data = ours(configs)
+    recipe, data = ours(configs)
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     for residual, (colour, marker, label) in STYLE.items():
         points = sorted(data[residual].items())
@@ -56,7 +65,7 @@ def draw(configs: list[results.Config], out: Path) -> Path:
                               color=colour)
         paper = sorted(PAPER[residual].items())
         right.plot([d for d, _ in paper], [e for _, e in paper], color=colour, marker=marker, label=label)
-    left.set_title("This project: Imagenette val, mixed attention\n(mean ± sd over seeds, one recipe)")
+    left.set_title(f"This project: Imagenette val, mixed attention\n(mean ± sd over seeds; {recipe})")
     left.set_ylabel("top-1 error (%)")
     right.set_title("Paper: CIFAR-10, mixed attention\n(Wang et al. 2017, Table 3; one run each)")
     for ax in (left, right):
