@@ -8,9 +8,8 @@ the text), and each rule shown to catch a deliberately bad file.
     core       resattn.model, resattn.hooks and resattn.trace import from resattn only one
                another and resattn.errors: what the network is and what it did on one input
                know nothing of checkpoints, analysis, figures or the command lines
-    viz        resattn.viz (and the resattn.figures* names kept for old imports) imports no
-               torch, torchvision or captum and nothing of the model, hooks, trace,
-               checkpoints or data: numbers and arrays in, figures out
+    viz        resattn.viz imports no torch, torchvision or captum and nothing of the model,
+               hooks, trace, card, checkpoints or data: numbers and arrays in, figures out
     pages      pages/ and app.py import no torch, torchvision, captum or scipy: a page reads
                the settings, asks resattn (through ui/) and draws
     ui         ui/ imports no torchvision, captum or scipy, and of torch it names only
@@ -173,7 +172,7 @@ def check_file(path: Path, root: Path) -> list[Violation]:
         for line, name in found:
             if within(name, ("resattn",)) and name != "resattn" and not within(name, CORE_MAY_IMPORT):
                 flag(line, "core", f"imports {name}")
-    if within(module, ("resattn.viz", "resattn.figures", "resattn.figures_analysis")):
+    if within(module, ("resattn.viz",)):
         for line, name in found:
             if within(name, VIZ_MUST_NOT_IMPORT):
                 flag(line, "viz", f"imports {name}")
@@ -292,7 +291,7 @@ def test_core_rule_catches_a_bad_file(tmp_path, relative, code, what):
 @pytest.mark.parametrize("relative,code,what", [
     ("resattn/viz/bad.py", "import torch\n", "imports torch"),
     ("resattn/viz/bad.py", "from ..trace import trace\n", "imports resattn.trace"),
-    ("resattn/figures.py", "from resattn.model import create_model\n", "imports resattn.model"),
+    ("resattn/viz/bad.py", "def f():\n    from resattn.model import create_model\n", "imports resattn.model"),
 ])
 def test_viz_rule_catches_a_bad_file(tmp_path, relative, code, what):
     assert ("viz", what) in rules_broken(tmp_path, relative, code)
