@@ -6,7 +6,6 @@ the mask), and, when the checkpoint has a dataset report, the corrected tests ov
 images with their verdicts."""
 import pandas as pd
 import streamlit as st
-import torch
 
 from resattn import analysis, viz
 from resattn.analysis.agreement import METRIC_LABELS
@@ -85,7 +84,7 @@ if module is not None:
         reduced = analysed.report_mask(key, image, module.name, reduction, target)
     except ResattnError as exc:
         st.error(f"The mask could not be reduced: {exc}")
-mask_map = to_image_size(torch.from_numpy(reduced.map), size).numpy() if reduced is not None else None
+mask_map = to_image_size(reduced.map, size) if reduced is not None else None
 panels = []
 if mask_map is not None:
     panels.append(viz.map_panel(f"mask M of {module.name}", mask_map, normalise=normalise, value_name="M"))

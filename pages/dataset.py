@@ -6,7 +6,6 @@ button), cached on disk by resattn.analysis.dataset."""
 import numpy as np
 import pandas as pd
 import streamlit as st
-import torch
 
 from resattn import viz
 from resattn.analysis import reduce as reduce_maps
@@ -173,7 +172,7 @@ if known.any():
                                    format_func=lambda c: f"{c}: {len(wrong_of[c])} of {total_of[c]} misclassified")
         chosen_wrong = wrong_of[shown_class][:THUMBNAILS]
         side = int(images.images.shape[1])
-        masks_at = reduce_maps.to_image_size(torch.from_numpy(stats.maps[chosen_wrong, m]), side).numpy()
+        masks_at = reduce_maps.to_image_size(stats.maps[chosen_wrong, m], side)
         pictures, (lo, hi) = viz.blend_maps([images.images[int(i)].numpy() for i in chosen_wrong], masks_at,
                                             signed=card.get("attention") == "channel", opacity=0.55)
         cols = st.columns(THUMBNAILS)

@@ -123,6 +123,15 @@ def test_to_image_size_keeps_layout_and_values():
     assert mask_map(torch.rand(1, 8, 4, 4), (32, 32)).shape == (1, 32, 32)
 
 
+def test_to_image_size_of_a_numpy_map_is_the_tensor_path_as_numpy():
+    grid = torch.rand(2, 6, 6, generator=torch.Generator().manual_seed(0))
+    resized = to_image_size(grid.numpy(), 24)
+    assert isinstance(resized, np.ndarray) and resized.dtype == np.float32 and resized.shape == (2, 24, 24)
+    np.testing.assert_array_equal(resized, to_image_size(grid, 24).numpy())
+    # a non-contiguous view (a page's fancy-indexed slice) gives the same as its copy
+    np.testing.assert_array_equal(to_image_size(grid.numpy()[:, ::-1], 12), to_image_size(grid.numpy()[:, ::-1].copy(), 12))
+
+
 # --------------------------------------------------------------------------- agreement
 
 def distinct_map(seed=0, shape=(10, 10)) -> torch.Tensor:

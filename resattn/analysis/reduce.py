@@ -6,6 +6,7 @@ tensor it came from, so a colour bar drawn from it shows real mask values.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -90,9 +91,12 @@ def _first_component(image: torch.Tensor) -> torch.Tensor:
     return projection.reshape(h, w).to(image.dtype)
 
 
-def to_image_size(map_: torch.Tensor, size: tuple[int, int] | int) -> torch.Tensor:
+def to_image_size(map_: torch.Tensor | np.ndarray, size: tuple[int, int] | int) -> torch.Tensor | np.ndarray:
     """Bilinear resize of a map h x w, N x h x w or N x 1 x h x w to `size` (H, W), keeping
-    the input's layout. Down-sizing is anti-aliased; values are not rescaled."""
+    the input's layout and type (a numpy array in, a float32 numpy array out: what pages draw).
+    Down-sizing is anti-aliased; values are not rescaled."""
+    if isinstance(map_, np.ndarray):
+        return to_image_size(torch.from_numpy(np.ascontiguousarray(map_)), size).numpy()
     if isinstance(size, int):
         size = (size, size)
     size = (int(size[0]), int(size[1]))
