@@ -224,7 +224,17 @@ def soak(n_warm: int, n: int, *, leak: bool = False) -> dict:
     traces(n)
     gc.collect()
     after = rss_bytes()
-    return {"warm": warm, "after": after, "per_trace": (after - warm) / n, "seconds": time.perf_counter() - started,
+    per_trace = (after - warm) / n
+    if per_trace > MAX_GROWTH_PER_TRACE:
+        # A one-off step (the allocator mapping a new arena or heap segment once, seen once in a
+        # fresh CI clone: 9.3 MB over 1,000 traces) is not a leak; a leak grows again in a second
+        # window of n traces. Steady-state growth is the smaller of the two windows.
+        warm, started = after, time.perf_counter()
+        traces(n)
+        gc.collect()
+        after = rss_bytes()
+        per_trace = min(per_trace, (after - warm) / n)
+    return {"warm": warm, "after": after, "per_trace": per_trace, "seconds": time.perf_counter() - started,
             "hooks": (hooks_before, count_hooks(model))}
 
 
