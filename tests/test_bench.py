@@ -340,3 +340,16 @@ def test_fuse_rejects_other_models_and_is_idempotent(tiny_model, images):
     assert again is not fused
     x = images(1, 32)
     assert torch.equal(resattn.trace(again, x).logits, resattn.trace(fused, x).logits)
+
+
+def test_targets_across_runs_count_only_the_runs_that_measured_a_target():
+    """A run made with --only leaves some targets unmeasured ("—"): they count neither as met
+    nor as missed."""
+    from resattn.bench.markdown import targets_across_runs
+
+    def run(measured, met):
+        return {"targets": [{"what": "re-render", "unit": "ms", "limit": 0.15, "measured": measured, "met": met}]}
+
+    rows = targets_across_runs([run(0.09, True), run(None, False), run(0.2, False)])
+    row = next(r for r in rows if r.startswith("| re-render"))
+    assert row.endswith("| 1 of 2 |") and "| — |" in row
