@@ -124,6 +124,22 @@ def rss_mb(pids: list[int]) -> float:
     return total / 1e6
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) the processes and their descendants have used so far, in
+    seconds: the server's busy time, which the browsers' rendering (on other cores) does not
+    add to. A round's difference over its wall time says whether the server was the bottleneck."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for root in pids:
+        for pid in _descendants(root):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+            except (OSError, IndexError, ValueError):
+                pass
+    return total / ticks
+
+
 class MemorySampler:
     def __init__(self, pids: list[int], every: float = 0.2) -> None:
         self.pids, self.every, self.peak = pids, every, 0.0
@@ -221,6 +237,7 @@ class Round:
     rss_peak_mb: float | None
     rss_after_mb: float | None
     wall_s: float
+    server_cpu_s: float | None = None
     errors: list[str] = field(default_factory=list)
 
 
@@ -230,6 +247,7 @@ async def run_round(browser, url: str, n: int, folder: Path, seed: int, pids: li
     before = rss_mb(pids) if pids else None
     tasks = [asyncio.create_task(student(browser, url, photo, go, timeout)) for photo in photos]
     await asyncio.sleep(1.0)  # every context open before anyone starts
+    cpu_before = cpu_seconds(pids) if pids else None
     with MemorySampler(pids) as memory:
         t0 = time.perf_counter()
         go.set()
@@ -240,7 +258,8 @@ async def run_round(browser, url: str, n: int, folder: Path, seed: int, pids: li
     return Round(n, percentile(visits, 50), percentile(visits, 95), percentile(images, 50), percentile(images, 95),
                  sum(r.error is not None for r in results), sum(r.exceptions for r in results), before,
                  memory.peak if pids else None, rss_mb(pids) if pids else None, wall,
-                 sorted({r.error for r in results if r.error}))
+                 errors=sorted({r.error for r in results if r.error}),
+                 server_cpu_s=cpu_seconds(pids) - cpu_before if pids else None)
 
 
 def fmt(value: float | None, digits: int = 1) -> str:
@@ -249,12 +268,12 @@ def fmt(value: float | None, digits: int = 1) -> str:
 
 def table(rounds: list[Round]) -> str:
     lines = ["| students | visit p50 (s) | visit p95 (s) | new image p50 (s) | new image p95 (s) | failed | "
-             "exceptions | server RSS peak (MB) | after (MB) |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "exceptions | server RSS peak (MB) | after (MB) | server CPU (s) | round wall (s) |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rounds:
         lines.append(f"| {r.students} | {fmt(r.visit_p50_s)} | {fmt(r.visit_p95_s)} | {fmt(r.image_p50_s)} | "
                      f"{fmt(r.image_p95_s)} | {r.failed} | {r.exceptions} | {fmt(r.rss_peak_mb, 0)} | "
-                     f"{fmt(r.rss_after_mb, 0)} |")
+                     f"{fmt(r.rss_after_mb, 0)} | {fmt(r.server_cpu_s)} | {fmt(r.wall_s)} |")
     return "\n".join(lines)
 
 
@@ -288,7 +307,8 @@ async def main_async(args) -> list[Round]:
                     rounds.append(r)
                     print(f"N={n}: visit p50 {fmt(r.visit_p50_s)} p95 {fmt(r.visit_p95_s)} s; new image p50 "
                           f"{fmt(r.image_p50_s)} p95 {fmt(r.image_p95_s)} s; failed {r.failed}; "
-                          f"RSS peak {fmt(r.rss_peak_mb, 0)} MB; wall {r.wall_s:.1f} s"
+                          f"RSS peak {fmt(r.rss_peak_mb, 0)} MB; server CPU {fmt(r.server_cpu_s)} s; "
+                          f"wall {r.wall_s:.1f} s"
                           + (f"; errors: {r.errors}" if r.errors else ""), file=sys.stderr)
             await browser.close()
         return rounds
