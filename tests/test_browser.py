@@ -149,7 +149,7 @@ def settle(tab, timeout: float = 180.0) -> None:
     stable, start = 0, time.time()
     while time.time() - start < timeout:
         busy = tab.locator('[data-testid="stSpinner"], [data-testid="stProgress"], [data-testid="stSkeleton"], '
-                           '[data-testid="stStatusWidget"]').count()
+                           '[data-testid="stStatusWidget"], [data-stale="true"]').count()
         charts = tab.locator('[data-testid="stPlotlyChart"]').count()
         drawn = tab.locator('[data-testid="stPlotlyChart"]:has(.main-svg)').count()
         ready = tab.locator("h1").count() > 0 and busy == 0 and drawn >= charts
@@ -161,7 +161,13 @@ def settle(tab, timeout: float = 180.0) -> None:
 
 
 def check_page(tab, title: str) -> None:
+    """A titled page has drawn charts. Between the title and the first chart a busy server can
+    leave a moment with no spinner yet (settle then sees nothing to wait for), so wait for the
+    first drawn chart, as a user would, then for the page to settle."""
     assert tab.locator("h1").first.inner_text().strip() == title
+    tab.wait_for_function("() => document.querySelector('[data-testid=\"stPlotlyChart\"] .main-svg') !== null",
+                          timeout=180_000)
+    settle(tab)
     assert tab.locator('[data-testid="stException"]').count() == 0, tab.locator(
         '[data-testid="stException"]').first.inner_text()
     charts = tab.locator('[data-testid="stPlotlyChart"]')
