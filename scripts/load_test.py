@@ -33,18 +33,19 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from resattn_app.serving import ServerNotHealthy, free_port, wait_until_healthy  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -65,27 +66,6 @@ DRAWN_JS = """() => {
 
 
 # --------------------------------------------------------------------------- server and memory
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, process: subprocess.Popen | None, timeout: float = 180) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read().strip() == b"ok":
-                    return
-        except OSError:
-            pass
-        if process is not None and process.poll() is not None:
-            raise SystemExit(f"error: the server exited with code {process.returncode}")
-        time.sleep(0.5)
-    raise SystemExit(f"error: no healthy server at {url} after {timeout:.0f} s")
-
 
 def start_server(port: int, extra: list[str], cpus: str | None, log: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
@@ -288,7 +268,10 @@ async def main_async(args) -> list[Round]:
         pids.append(server.pid)
         url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(url, server)
+        try:
+            wait_until_healthy(url, server, timeout=180)
+        except ServerNotHealthy as exc:
+            raise SystemExit(f"error: {exc}") from None
         if args.browser_cpus:  # Chromium and its helpers inherit this process's CPU set
             os.sched_setaffinity(0, {int(c) for c in args.browser_cpus.split(",")})
         rounds = []

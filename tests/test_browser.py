@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from resattn_app.serving import ServerNotHealthy, free_port, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -41,12 +41,6 @@ def _require_chromium() -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message)
     pytest.skip(message)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +81,7 @@ class Server(str):
 @pytest.fixture(scope="module")
 def server(checkpoint_folder, tmp_path_factory):
     _require_chromium()
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
     # A fresh results cache: the dataset page must not find statistics (and photos of the
     # Imagenette pack to show) from earlier runs, so no screenshot can contain them.
@@ -104,17 +98,10 @@ def server(checkpoint_folder, tmp_path_factory):
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.time() > deadline:
-                pytest.fail(f"streamlit did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+        try:
+            wait_until_healthy(url, process, timeout=120)
+        except ServerNotHealthy as exc:
+            pytest.fail(f"streamlit did not start ({exc}):\n{log_path.read_text()[-3000:]}")
         yield Server(url, probe / "request", probe / "reply.json")
     finally:
         process.terminate()

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
-import time
 import tomllib
-import urllib.request
 from importlib import import_module
 from pathlib import Path
 
@@ -19,6 +16,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from setuptools import find_packages
+
+from resattn_app.serving import ServerNotHealthy, free_port, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -141,12 +140,6 @@ NOT_COPIED = shutil.ignore_patterns(".git", ".venv", "runs", "plans", "checkpoin
                                     ".hypothesis", ".stamp-*")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run(command: list, cwd: Path, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
     done = subprocess.run([str(c) for c in command], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
@@ -209,22 +202,16 @@ def test_pip_install_gives_working_commands(tmp_path):
     assert f"streamlit run {folder / 'app.py'}" in plan
 
     # It starts: Streamlit serves the installed app.py (checkpoints from this checkout).
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "app.log").open("w")
     app = subprocess.Popen([venv / "bin" / "resattn-app", "--port", str(port), "--checkpoints", ROOT / "checkpoints",
                             "--server.address", "127.0.0.1"], cwd=empty, env=env, stdout=log,
                            stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as reply:
-                    if reply.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            assert app.poll() is None and time.time() < deadline, (tmp_path / "app.log").read_text()[-3000:]
-            time.sleep(0.5)
+        try:
+            wait_until_healthy(f"http://127.0.0.1:{port}", app, timeout=60)
+        except ServerNotHealthy as exc:
+            pytest.fail(f"{exc}:\n{(tmp_path / 'app.log').read_text()[-3000:]}")
     finally:
         try:
             os.killpg(app.pid, 15)  # the launcher and its streamlit child
