@@ -127,7 +127,7 @@ def column_maps(entry, trace):
 
 all_maps = {label: column_maps(entry, trace) for label, (entry, trace) in traces.items()}
 coloraxes, axes_of = viz.compare_axes(all_maps, modules, show=show, mask_scale=st.session_state["cmpscale"],
-                                      attention={label: entry.card["attention"] for label, (entry, _) in traces.items()})
+                                      attention={label: entry.card.attention for label, (entry, _) in traces.items()})
 columns = []
 for label, (entry, trace) in traces.items():
     best, p = trace.top(1)[0]

@@ -54,19 +54,19 @@ limit = int(st.session_state["limit"])
 spec = "pack" if source == "pack" else st.session_state["folder"].strip()
 if not spec:
     st.info("Type the path of an image folder above: an ImageFolder tree `<folder>/<class>/<images>` whose class "
-            f"folders are named like the checkpoint's classes ({', '.join(card['classes'][:4])}, …) gives "
+            f"folders are named like the checkpoint's classes ({', '.join(card.classes[:4])}, …) gives "
             "accuracy and per-class means; a plain folder of images works too (labels unknown). "
             + ("" if have_pack else f"To use the Imagenette validation split instead, set the environment "
                f"variable `RESATTN_DATA` to the folder holding `{PACK_NAME}` and restart the app."))
     st.stop()
-if card.get("attention") == "none":
+if card.attention == "none":
     st.info("This checkpoint has no soft masks (attention 'none'), so there are no mask statistics to compute: "
             "choose an attention checkpoint in the sidebar.")
     st.stop()
 
 try:
     with st.spinner("Reading the images…"):
-        images, images_sha = analysed.dataset_images(spec, limit, size, list(card["classes"]))
+        images, images_sha = analysed.dataset_images(spec, limit, size, list(card.classes))
 except ResattnError as exc:
     st.error(f"The images could not be read: {exc}")
     st.stop()
@@ -174,7 +174,7 @@ if known.any():
         side = int(images.images.shape[1])
         masks_at = reduce_maps.to_image_size(stats.maps[chosen_wrong, m], side)
         pictures, (lo, hi) = viz.blend_maps([images.images[int(i)].numpy() for i in chosen_wrong], masks_at,
-                                            signed=card.get("attention") == "channel", opacity=0.55)
+                                            signed=card.attention == "channel", opacity=0.55)
         cols = st.columns(THUMBNAILS)
         for col, i, picture in zip(cols, chosen_wrong, pictures):
             col.image(picture, width="stretch",

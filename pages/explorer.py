@@ -107,7 +107,7 @@ feature_scope = None if scale == "map" else [maps_of(n, w) for n in scope for w 
 mask_scope = None if scale == "map" or not has_mask else \
     [maps_of(n, "mask") for n in scope if trace.module(n).mask is not None]
 
-residual = card.get("residual")
+residual = card.residual
 combination = "H = T (no mask)" if not has_mask else ("H = (1+M)·T" if residual == "arl" else "H = M·T")
 panels = [viz.map_panel("input X", feature_maps["input"], signed=True, range_of=feature_scope, value_name="X"),
           viz.map_panel("trunk T", feature_maps["trunk"], signed=True, range_of=feature_scope, value_name="T")]
@@ -138,7 +138,7 @@ with left:
     st.caption(f"The reduced map resized bilinearly from {h} × {w} to the input's {size} × {size} pixels.")
 with right:
     hist_which = "mask" if has_mask else "trunk"
-    hist_range = (-1.0, 1.0) if card.get("attention") == "channel" else ((0.0, 1.0) if has_mask else None)
+    hist_range = (-1.0, 1.0) if card.attention == "channel" else ((0.0, 1.0) if has_mask else None)
     counts, edges = cache.histogram(key, image, name, hist_which, 60, hist_range)
     hist_fig = viz.histogram_figure(counts, edges, title=f"All values of {TENSOR_NAMES[hist_which]} in {name}",
                                     x_title=TENSOR_NAMES[hist_which], height=440)
@@ -148,7 +148,7 @@ with right:
         st.caption(f"{values.size:,} values · mean {values.mean():.3f} · std {values.std():.3f} · "
                    f"min {values.min():.3f} · max {values.max():.3f}"
                    + (" · channel attention normalises each position's channel vector to unit length, so "
-                      "values lie in [−1, 1]" if card.get("attention") == "channel" else ""))
+                      "values lie in [−1, 1]" if card.attention == "channel" else ""))
 
 # ----------------------------------------------------------------------------- channel grid
 st.subheader("Individual channels")
@@ -190,7 +190,7 @@ else:
     pair = [module.trunk[top], module.output[top]]  # T and H on one colour scale
     labels = [f"ch {c}" for c in top]
     for which, title in (("trunk", "Trunk T of these channels: what each mask scales"),
-                         ("output", f"Output H = {'(1 + M)·T' if card.get('residual') == 'arl' else 'M·T'}")):
+                         ("output", f"Output H = {'(1 + M)·T' if card.residual == 'arl' else 'M·T'}")):
         maps = getattr(module, which)[top]
         figure1[which] = viz.channel_grid_figure(maps, labels, signed=True, range_of=pair, cols=len(top), title=title,
                                                  colorbar_title=which[0].upper(), value_name=which[0].upper(),

@@ -68,7 +68,7 @@ panels = [viz.map_panel("trunk T", t_map, signed=True, range_of=[t_map, h_map], 
 if module.mask is not None:
     m_map = cache.reduced(key, app.image, name, "mask", "mean")
     panels.append(viz.map_panel("soft mask M", m_map, signed=False, value_name="M"))
-combination = {"arl": "H = (1+M)·T", "nal": "H = M·T"}.get(card.get("residual"), "H")
+combination = {"arl": "H = (1+M)·T", "nal": "H = M·T"}.get(card.residual, "H")
 if module.mask is None:
     combination = "H = T (no mask)"
 panels.append(viz.map_panel(f"output {combination}", h_map, signed=True, range_of=[t_map, h_map], value_name="H"))
@@ -89,7 +89,7 @@ st.subheader("Stacking modules: ARL keeps features, NAL shrinks them")
 zoo, _ = pick_zoo(app.usable, app.entry)
 profiles, models = {}, []
 for label, entry in zoo:
-    if entry.card.get("attention") == "none" or not (entry.card.get("attention") == "mixed"
+    if entry.card.attention == "none" or not (entry.card.attention == "mixed"
                                                      or entry.name == app.entry.name):
         continue
     if app.trace(entry, show_error=False) is None:

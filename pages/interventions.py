@@ -37,8 +37,8 @@ if not masked:
             "attention checkpoint in the sidebar.")
     st.stop()
 analysed.use_settings("iv", "ivalue", "other", "seed", "later")
-residual = card.get("residual")
-channel_attention = card.get("attention") == "channel"
+residual = card.residual
+channel_attention = card.attention == "channel"
 
 # ----------------------------------------------------------------------------- controls
 row = st.columns([1.0, 3.2])

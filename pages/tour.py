@@ -148,7 +148,7 @@ elif step == 5:
     needs_masks()
     demo = cache.activation_demo(key, image, first.name)
     st.markdown(f"The activation f decides what kind of attention the mask is. This network uses "
-                f"**{card.get('attention')}**. Here are the same mask logits of {first.name} through all three:")
+                f"**{card.attention}**. Here are the same mask logits of {first.name} through all three:")
     st.latex(r"f_{\text{mixed}} = \sigma(x_{i,c}) \qquad f_{\text{channel}} = \frac{x_{i,c}}{\lVert x_i \rVert}"
              r" \qquad f_{\text{spatial}} = \sigma\!\left(\frac{x_{i,c} - \mu_c}{\sigma_c}\right)")
     panels = [viz.map_panel(kind, d["map"], signed=kind == "channel", colorbar_title="", value_name="M")
@@ -182,7 +182,7 @@ elif step == 6:
     st.markdown(f"Over all {len(combos)} modules the ratios multiply to **{math.prod(ratios['(1+M)·T']):.2f}** for "
                 f"(1+M)·T and **{math.prod(ratios['M·T']):.3f}** for M·T (both computed from this network's T and M "
                 "on this photo): the smaller the product, the more stacked masks attenuate the features.")
-    st.caption(f"This checkpoint itself uses {'(1 + M)·T' if card.get('residual') == 'arl' else 'M·T'}. "
+    st.caption(f"This checkpoint itself uses {'(1 + M)·T' if card.residual == 'arl' else 'M·T'}. "
                "Means over the channels, one shared colour scale.")
 
 # ----------------------------------------------------------------------------- 7: across stages
@@ -211,7 +211,7 @@ elif step == 8:
     after = float(result.probabilities_after[trace.classes.index(best)])
     new_best = trace.classes[int(result.probabilities_after.argmax())]
     st.markdown(f"What does a mask do for the answer? Set M = 0 in **{first.name}** and run the photo again: "
-                + ("with (1 + M)·T that module passes T through unchanged" if card.get("residual") == "arl"
+                + ("with (1 + M)·T that module passes T through unchanged" if card.residual == "arl"
                    else "with M·T that module's output becomes zero")
                 + f". **{best}** goes from {p:.1%} to {after:.1%}"
                 + (f"; the answer is still **{best}**." if new_best == best
@@ -235,7 +235,7 @@ else:
         if last not in other.names or other.module(last).mask is None:
             continue
         z = cache.reduced(app.key(entry), image, last, "mask", "mean")
-        panels.append(viz.map_panel(label, z, signed=entry.card.get("attention") == "channel", colorbar_title="",
+        panels.append(viz.map_panel(label, z, signed=entry.card.attention == "channel", colorbar_title="",
                                     value_name="M"))
     st.markdown("The same photo through networks that differ in the activation f or in how M meets T (each "
                 f"card in the sidebar says how it was trained). Below: the mask of {last} in each. Their answers: "

@@ -15,6 +15,9 @@ the text), and each rule shown to catch a deliberately bad file.
     ui         ui/ imports no torchvision, captum or scipy, and of torch it names only
                UI_TORCH: types, dtypes, grad mode, and moving data in (from_numpy, as_tensor,
                cat, stack); no torch.nn.functional, no softmax, no interpolate
+    card       ui/, pages/ and app.py read a model card by its typed fields (`card.attention`),
+               never as a dict (`card["attention"]`, `card.get("attention")`): one spelling,
+               checked once by the ModelCard dataclass, instead of keys and defaults per page
     launcher   resattn_app imports the standard library only (`resattn-app --help` is instant;
                Streamlit runs in a child process)
 
@@ -148,6 +151,20 @@ def torch_uses(tree: ast.AST) -> Iterator[tuple[int, str]]:
             yield node.lineno, name
 
 
+def _is_card(node: ast.AST) -> bool:
+    return (isinstance(node, ast.Name) and node.id == "card") or (isinstance(node, ast.Attribute) and node.attr == "card")
+
+
+def card_lookups(tree: ast.AST) -> Iterator[tuple[int, str]]:
+    """(line, text) of every read of a card as a dict: `card["k"]`, `x.card["k"]`, `card.get("k")`."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript) and _is_card(node.value):
+            yield node.lineno, f"card[{ast.unparse(node.slice)}]"
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+              and _is_card(node.func.value)):
+            yield node.lineno, f"card.get({', '.join(ast.unparse(a) for a in node.args)})"
+
+
 def check_file(path: Path, root: Path) -> list[Violation]:
     """Every rule that applies to `path` (a file of the repository rooted at `root`)."""
     relative = path.relative_to(root).as_posix()
@@ -187,6 +204,9 @@ def check_file(path: Path, root: Path) -> list[Violation]:
         for line, name in torch_uses(tree):
             if name not in UI_TORCH:
                 flag(line, "ui", f"uses {name}")
+    if within(module, ("ui", "pages", "app")):
+        for line, text in card_lookups(tree):
+            flag(line, "card", f"reads {text}")
     if within(module, ("resattn_app",)):
         for line, name in found:
             top = name.split(".")[0]
@@ -304,6 +324,18 @@ def test_viz_rule_catches_a_bad_file(tmp_path, relative, code, what):
 def test_pages_rule_catches_a_bad_file(tmp_path, relative, code, what):
     assert ("pages", what) in rules_broken(tmp_path, relative, code)
     good = "import numpy as np\nimport streamlit as st\nfrom resattn import viz\nfrom ui import state\n"
+    assert rules_broken(tmp_path, "pages/good.py", good) == []
+
+
+@pytest.mark.parametrize("relative,code,what", [
+    ("pages/bad.py", "card = app.entry.card\nif card.get('attention') == 'none':\n    pass\n",
+     "reads card.get('attention')"),
+    ("ui/bad.py", "def names(entry):\n    return list(entry.card['classes'])\n", "reads card['classes']"),
+    ("app.py", "label = app.entry.card.get('residual', 'arl')\n", "reads card.get('residual', 'arl')"),
+])
+def test_card_rule_catches_a_bad_file(tmp_path, relative, code, what):
+    assert ("card", what) in rules_broken(tmp_path, relative, code)
+    good = "card = app.entry.card\nif card.attention == 'none' and card.metrics.get('val_top1'):\n    names = card.classes\n"
     assert rules_broken(tmp_path, "pages/good.py", good) == []
 
 

@@ -121,7 +121,7 @@ def intervention(key: tuple, _image, module: str, mode: str, value: float = 0.5,
     if mode == "from_image":
         mask = cache.image_trace(other_key, _other_image).module(module).mask
     result = analysis.intervene(model, x, module, mode, value=float(value), mask=mask, seed=int(seed))
-    return result.summary(classes=list(card["classes"]), reduce=reduce, channel=int(channel), k=int(k))
+    return result.summary(classes=list(card.classes), reduce=reduce, channel=int(channel), k=int(k))
 
 
 @st.cache_data(max_entries=ANALYSIS_ENTRIES, ttl=cache.TRACE_TTL_S, show_spinner=False)
