@@ -3,8 +3,8 @@
 Both sources end up as a uint8 tensor N x H x W x 3 in memory plus integer labels, so an
 epoch only crops and flips (cheap) and never decodes a JPEG again.
 
-`python -m resattn.data prepare SRC --size 128 --out PACK.npz` builds a pack in the same
-format from the official Imagenette download (the folder or the .tgz, with train/ and val/
+`python -m resattn.data prepare SRC --size 128 --out PACK.npz` (resattn.pack.prepare_pack)
+builds a pack in the same format from the official Imagenette download (the folder or the .tgz, with train/ and val/
 of WordNet-id folders); `train`, `evaluate`, `report` and the app then read it through
 `--data PACK.npz` or `RESATTN_DATA`.
 """
@@ -188,12 +188,6 @@ def image_tensor(image: Image.Image) -> torch.Tensor:
     return v2.functional.pil_to_tensor(image.convert("RGB"))
 
 
-def preprocess(image: Image.Image, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
-    """A PIL image as the 1 x 3 x size x size float tensor the models expect (eval_transform's
-    maths). With a checkpoint, `card.preprocess(image)` says the same with the card's values."""
-    return eval_transform(size, mean, std)(image_tensor(image)).unsqueeze(0)
-
-
 class TensorImageDataset(Dataset):
     """Serves an ImageSet through a transform; images stay uint8 in memory.
 
@@ -230,160 +224,11 @@ def synthetic_set(n: int = 64, size: int = 32, classes: int = 4, seed: int = 0) 
     return ImageSet(images, labels, [f"class{c}" for c in range(classes)], [f"synthetic/{i}" for i in range(n)])
 
 
-# --------------------------------------------------------------------------- prepare a pack
-
-@dataclass
-class _Source:
-    """One image file of the source: split, class folder, path inside the source, bytes."""
-    split: str
-    folder: str
-    relative: str  # e.g. "train/n01440764/n01440764_10026.JPEG" (the pack's `files`)
-
-
-def _layout_of(parts: tuple[str, ...]) -> tuple[str, str] | None:
-    """(split, class folder) of a path ending in <split>/<class>/<file>, or None for any
-    other file (a CSV beside the splits, macOS "._" files, a README)."""
-    if len(parts) < 3 or parts[-3] not in SPLITS or parts[-1].startswith("."):
-        return None
-    if Path(parts[-1]).suffix.lower() not in IMAGE_SUFFIXES:
-        return None
-    return parts[-3], parts[-2]
-
-
-def _square_jpeg(data: bytes, size: int) -> bytes:
-    """One source image as the pack stores it: RGB, squashed to size x size with LANCZOS
-    (as the shipped pack was made, so its statistics match), JPEG quality 90."""
-    with Image.open(io.BytesIO(data)) as img:
-        img = img.convert("RGB").resize((size, size), Image.Resampling.LANCZOS)
-    out = io.BytesIO()
-    img.save(out, format="JPEG", quality=PACK_JPEG_QUALITY)
-    return out.getvalue()
-
-
-def _folder_sources(root: Path):
-    """(source, bytes reader) for every image of a folder in the official layout, sorted."""
-    files = sorted(p for p in root.rglob("*") if p.is_file())
-    for path in files:
-        found = _layout_of(path.relative_to(root).parts)
-        if found:
-            yield _Source(*found, f"{found[0]}/{found[1]}/{path.name}"), path.read_bytes
-
-
-def _archive_sources(archive: Path, progress):
-    """The same for a .tgz / .tar, read in one pass (a stream: the archive is never
-    unpacked to disk); `progress(n)` is told how many archive bytes were read."""
-    import tarfile
-    import zlib
-
-    class Counting(io.RawIOBase):
-        def __init__(self, raw):
-            self.raw = raw
-
-        def readable(self):
-            return True
-
-        def readinto(self, buffer):
-            n = self.raw.readinto(buffer)
-            progress(n or 0)
-            return n
-
-    with open(archive, "rb") as raw:
-        stream = io.BufferedReader(Counting(raw), 1 << 20)
-        try:
-            with tarfile.open(fileobj=stream, mode="r|*") as tar:
-                for member in tar:
-                    if not member.isfile():
-                        continue
-                    found = _layout_of(Path(member.name).parts)
-                    if not found:
-                        continue
-                    data = tar.extractfile(member).read()
-                    yield _Source(*found, f"{found[0]}/{found[1]}/{Path(member.name).name}"), lambda d=data: d
-        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-            raise ResattnError(f"{archive} is truncated or not a tar archive ({type(exc).__name__}: {exc}); download "
-                               "it again (the official file is imagenette2-160.tgz or imagenette2.tgz).") from None
-
-
-def prepare_pack(source: str | os.PathLike, out: str | os.PathLike, *, size: int = 128,
-                 progress: bool = True) -> tuple[Path, str, dict]:
-    """Build a pack (the format of PACK_NAME, see ../shared/data/README.md) from the official
-    Imagenette download: a folder or a .tgz holding train/ and val/ of class folders
-    (WordNet ids become readable names). Returns (path, sha256, counts per split).
-
-    Images are sorted by (split, path) as in the shipped pack; labels follow the sorted
-    class folders. The file is written next to `out` and renamed into place at the end,
-    so an interrupted run never leaves a half-written pack behind."""
-    import hashlib
-    import warnings
-
-    from tqdm import tqdm
-
-    source, out = Path(source).expanduser(), Path(out).expanduser()
-    if size < 8 or size > 1024:
-        raise ResattnError(f"--size must be between 8 and 1024 pixels, got {size}.")
-    if out.suffix != ".npz":
-        raise ResattnError(f"The pack is an .npz file: name the output like {out.with_suffix('.npz').name}.")
-    if source.is_dir():
-        total = sum(1 for p in source.rglob("*") if p.is_file())
-        bar = tqdm(total=total, desc="prepare", unit="file", disable=not progress)
-        sources = _folder_sources(source)
-        step = lambda item: bar.update(1)  # noqa: E731
-    elif source.is_file():
-        bar = tqdm(total=source.stat().st_size, desc="prepare", unit="B", unit_scale=True, disable=not progress)
-        sources = _archive_sources(source, bar.update)
-        step = lambda item: None  # noqa: E731
-    else:
-        raise ResattnError(f"No folder or archive at {source}: pass the Imagenette folder (with train/ and val/) "
-                           "or its .tgz.")
-    records, skipped = [], []
-    with bar:
-        for item, read in sources:
-            step(item)
-            try:
-                records.append((item, _square_jpeg(read(), size)))
-            except (OSError, ValueError, Image.DecompressionBombError) as exc:
-                skipped.append(f"{item.relative} ({exc})")
-    if skipped:
-        warnings.warn(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}")
-    found = {split: sorted({r.folder for r, _ in records if r.split == split}) for split in SPLITS}
-    if not found["train"] or not found["val"]:
-        have = ", ".join(f"{s}/ with {len(found[s])} class folder(s)" for s in SPLITS)
-        raise ResattnError(f"{source} is not in the Imagenette layout: expected train/ and val/, each holding one "
-                           f"folder of images per class (e.g. train/n01440764/*.JPEG); found {have}.")
-    if found["train"] != found["val"]:
-        odd = sorted(set(found["train"]) ^ set(found["val"]))
-        raise ResattnError(f"train/ and val/ of {source} hold different classes ({', '.join(odd[:5])}): "
-                           "use the complete download.")
-    folders = found["train"]
-    if len(folders) > 255:
-        raise ResattnError(f"{source} has {len(folders)} classes; a pack holds at most 255.")
-    records.sort(key=lambda r: (SPLITS.index(r[0].split), r[0].relative))
-    lengths = np.array([len(data) for _, data in records], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    arrays = {
-        "jpeg": np.frombuffer(b"".join(data for _, data in records), dtype=np.uint8),
-        "offsets": offsets,
-        "labels": np.array([folders.index(r.folder) for r, _ in records], dtype=np.uint8),
-        "split": np.array([SPLITS.index(r.split) for r, _ in records], dtype=np.uint8),
-        "wnids": np.array(folders),
-        "class_names": np.array([class_name(f) for f in folders]),
-        "files": np.array([r.relative for r, _ in records]),
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial.npz")
-    np.savez(partial, **arrays)
-    os.replace(partial, out)
-    digest = hashlib.sha256()
-    with open(out, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    counts = {split: int((arrays["split"] == i).sum()) for i, split in enumerate(SPLITS)}
-    return out, digest.hexdigest(), counts
-
-
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
+
+    from .pack import prepare_pack
 
     parser = argparse.ArgumentParser(prog="python -m resattn.data", description="Data tools.")
     commands = parser.add_subparsers(dest="command", required=True)

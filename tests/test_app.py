@@ -487,7 +487,7 @@ def test_eight_threads_tracing_different_images_each_get_their_own_result(zoo_en
     for t in threads:
         t.join()
     model, card = resattn.load_checkpoint(entry.path)
-    serial = [model(resattn.data.preprocess(image, 64, card["mean"], card["std"]))[0].detach().numpy()
+    serial = [model(card.preprocess(image))[0].detach().numpy()
               for image in images]
     same = sum(np.allclose(results[i], serial[i], rtol=1e-4, atol=1e-5) for i in range(8))
     cached_model = cache.inference_model(str(entry.path), entry.stamp, "cpu")  # the model the threads traced

@@ -105,7 +105,7 @@ def model_and_input(folder: Path, name: str, image_id: str = "sample:chelsea"):
 
     model, card = resattn.load_checkpoint(folder / name)
     image, _ = samples.load(image_id)
-    return model, card, resattn.data.preprocess(image, 64, card["mean"], card["std"])
+    return model, card, card.preprocess(image)
 
 
 # ----------------------------------------------------------------------------- every page, every checkpoint

@@ -361,7 +361,6 @@ def test_eight_sessions_at_once_each_see_their_own_result(server, browser, check
     import torch
 
     import resattn
-    import resattn.data
     from ui.samples import SKIMAGE_SAMPLES
 
     names = sorted(p.stem for p in checkpoint_folder.glob("*.safetensors"))
@@ -372,8 +371,7 @@ def test_eight_sessions_at_once_each_see_their_own_result(server, browser, check
         model, card = resattn.load_checkpoint(checkpoint_folder / ckpt)
         array = getattr(skimage.data, SKIMAGE_SAMPLES[sample][1])()
         array = array[0] if isinstance(array, tuple) else array
-        x = resattn.data.preprocess(Image.fromarray(array).convert("RGB"), card["input_size"], card["mean"],
-                                    card["std"])
+        x = card.preprocess(Image.fromarray(array).convert("RGB"))
         with torch.inference_mode():
             probs = torch.softmax(model(x)[0], 0)
         expected[(sample, ckpt)] = f"Prediction: {card['classes'][int(probs.argmax())]} ({float(probs.max()):.0%})"
@@ -428,10 +426,9 @@ def expected_heading(checkpoint_folder: Path, ckpt: str, image: Image.Image) -> 
     import torch
 
     import resattn
-    import resattn.data
 
     model, card = resattn.load_checkpoint(checkpoint_folder / ckpt)
-    x = resattn.data.preprocess(image, card["input_size"], card["mean"], card["std"])
+    x = card.preprocess(image)
     with torch.inference_mode():
         probs = torch.softmax(model(x)[0], 0)
     return f"Prediction: {card['classes'][int(probs.argmax())]} ({float(probs.max()):.0%})"
@@ -459,12 +456,10 @@ def fresh_trace_arrays(checkpoint_folder: Path, ckpt: str, view: np.ndarray) -> 
     """resattn.trace, here, of the pixels the app says the network saw (the export's
     `image`: already size x size, so preprocessing resizes nothing): name -> C x h x w."""
     import resattn
-    import resattn.data
 
     model, card = resattn.load_checkpoint(checkpoint_folder / ckpt)
     assert view.shape == (card["input_size"], card["input_size"], 3)
-    tr = resattn.trace(model, resattn.data.preprocess(Image.fromarray(view), card["input_size"], card["mean"],
-                                                      card["std"]))
+    tr = resattn.trace(model, card.preprocess(Image.fromarray(view)))
     out = {"logits": tr.logits[0].numpy()}
     for r in tr.modules:
         for which in ("input", "trunk", "mask", "output"):

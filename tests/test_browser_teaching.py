@@ -72,7 +72,7 @@ def expected_opening_photo(folder) -> tuple[str, str | None]:
         return "sample:chelsea", None
     gallery = data.load_pack(split="val", limit=2)
     truths = [gallery.classes[int(i)] for i in gallery.labels]
-    x = torch.cat([data.preprocess(Image.fromarray(a.numpy()), card["input_size"], card["mean"], card["std"])
+    x = torch.cat([card.preprocess(Image.fromarray(a.numpy()))
                    for a in gallery.images])
     labels = [card["classes"].index(t) if t in card["classes"] else -1 for t in truths]
     index = teaching.first_confident(model, x, labels)

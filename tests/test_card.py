@@ -1,7 +1,7 @@
 """resattn.card.ModelCard: the typed card that load_checkpoint validates once. Every shipped
 card round-trips to its file byte for byte; a broken card is refused with a sentence naming
 the key; the card's preprocess is, tensor for tensor, what resattn.data.preprocess computed
-before the card owned it; a plain dict card still saves."""
+before the card owned it (that function is gone: the card is the only path); a plain dict card still saves."""
 from __future__ import annotations
 
 import dataclasses
@@ -176,7 +176,6 @@ def test_preprocess_equals_the_old_path_for_a_generated_photo(size, shape):
     x = card.preprocess(image)
     assert x.shape == (1, 3, size, size) and x.dtype == torch.float32
     assert torch.equal(x, old_preprocess(image, size, MEAN, STD))  # bit for bit
-    assert torch.equal(x, resattn.data.preprocess(image, size, MEAN, STD))
     # the pixels the network sees, normalised, are the input
     pixels = card.pixels(image)
     assert pixels.dtype == torch.uint8 and pixels.shape == (3, size, size)

@@ -19,7 +19,7 @@ from conftest import build_tiny
 from PIL import Image
 
 import resattn
-from resattn import data
+from resattn import data, pack
 from resattn.checkpoints import model_card
 from resattn.errors import ResattnError
 
@@ -102,8 +102,8 @@ def test_a_folder_gives_the_same_pack_and_evaluate_reads_it(archive, tmp_path):
     folder = tmp_path / "imagenette2-160"
     with tarfile.open(archive) as tar:
         tar.extractall(tmp_path, filter="data")
-    from_folder, _, counts = data.prepare_pack(folder, tmp_path / "from_folder.npz", size=32, progress=False)
-    from_archive, _, _ = data.prepare_pack(archive, tmp_path / "from_archive.npz", size=32, progress=False)
+    from_folder, _, counts = pack.prepare_pack(folder, tmp_path / "from_folder.npz", size=32, progress=False)
+    from_archive, _, _ = pack.prepare_pack(archive, tmp_path / "from_archive.npz", size=32, progress=False)
     assert counts == {"train": 9, "val": 6}
     with np.load(from_folder) as a, np.load(from_archive) as b:
         for name in ("jpeg", "offsets", "labels", "split", "wnids", "class_names", "files"):
@@ -154,9 +154,9 @@ def test_not_an_archive_and_a_missing_source(tmp_path):
     text.write_text("this is not an archive\n" * 50)
     assert "not a tar archive" in _one_line_error(run_cli("prepare", str(text), "--out", str(tmp_path / "p.npz")))
     with pytest.raises(ResattnError, match="No folder or archive"):
-        data.prepare_pack(tmp_path / "nowhere.tgz", tmp_path / "p.npz", progress=False)
+        pack.prepare_pack(tmp_path / "nowhere.tgz", tmp_path / "p.npz", progress=False)
     with pytest.raises(ResattnError, match=r"\.npz"):
-        data.prepare_pack(tmp_path, tmp_path / "p.zip", progress=False)
+        pack.prepare_pack(tmp_path, tmp_path / "p.zip", progress=False)
 
 
 def test_image_folders_named_by_wordnet_id_get_readable_names(tmp_path):

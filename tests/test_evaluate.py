@@ -201,14 +201,17 @@ def test_the_cli_refuses_data_with_other_classes(tmp_path, monkeypatch, capsys):
 
 
 def test_preprocessing_by_hand():
-    """What every accuracy and every trace starts from: resattn.data.preprocess (the app, the
+    """What every accuracy and every trace starts from: a card's preprocess (the app, the
     README) and the evaluation transform both give (v / 255 - mean) / std with the card's
     mean and std, computed here by hand, and the same tensor for the same image."""
-    from resattn.data import eval_transform, preprocess
+    from resattn.card import as_card
+    from resattn.data import eval_transform
 
+    card = as_card({"arch": "attention56", "attention": "mixed", "residual": "arl", "width": 0.25,
+                    "classes": ["a", "b"], "input_size": SIZE, "mean": list(MEAN), "std": list(STD)})
     array = np.random.default_rng(7).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)  # already SIZE: no resize
     by_hand = torch.from_numpy(((array / 255.0 - np.array(MEAN)) / np.array(STD)).transpose(2, 0, 1)).float()
-    x = preprocess(Image.fromarray(array), SIZE, MEAN, STD)
+    x = card.preprocess(Image.fromarray(array))
     assert x.shape == (1, 3, SIZE, SIZE)
     torch.testing.assert_close(x[0], by_hand, rtol=0, atol=1e-5)
     y = eval_transform(SIZE, MEAN, STD)(torch.from_numpy(array).permute(2, 0, 1))

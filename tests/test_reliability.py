@@ -169,7 +169,7 @@ def test_image_case_through_the_app_uploader(case, zoo_env, reliability):  # noq
         # The app's prediction must be the library's on the same (upright, converted) image.
         model, card = resattn.load_checkpoint(zoo_env / "attention56_mixed_arl")
         image = cache.decode_upload(cache.image_sha(data), data)
-        x = resattn.data.preprocess(image, card["input_size"], card["mean"], card["std"])
+        x = card.preprocess(image)
         with torch.inference_mode():
             probs = sorted(torch.softmax(model(x)[0], 0).tolist(), reverse=True)
         got = _numbers(chart(at, "predictions")["data"][0]["x"])

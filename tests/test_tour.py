@@ -130,7 +130,7 @@ def test_the_opening_photo_follows_the_rule(zoo_env, tmp_path, monkeypatch, fres
     import numpy as np
     from PIL import Image
 
-    from resattn import data
+    from resattn.pack import prepare_pack
 
     pack = tmp_path / "pack"
     for split in ("train", "val"):
@@ -140,7 +140,7 @@ def test_the_opening_photo_follows_the_rule(zoo_env, tmp_path, monkeypatch, fres
             for i in range(2):
                 Image.fromarray(np.full((40, 40, 3), 60 * i + (0 if cls == "tench" else 120), np.uint8)).save(
                     folder / f"{i}.png")
-    path, _, _ = data.prepare_pack(pack, tmp_path / "pack.npz", size=32, progress=False)
+    path, _, _ = prepare_pack(pack, tmp_path / "pack.npz", size=32, progress=False)
     monkeypatch.setenv("RESATTN_DATA", str(path))
     zoo = tmp_path / "zoo"
     zoo.mkdir()
@@ -248,12 +248,10 @@ def test_the_explorer_shows_the_strongest_mask_channels_with_their_features(zoo_
     import skimage.data
     from PIL import Image
 
-    from resattn.data import preprocess
-
     at = start("pages/explorer.py", {"module": "stage2.1", "ckpt": "attention56_mixed_arl", "img": "sample:coffee"})
     assert_clean(at)
     model, card = resattn.load_checkpoint(zoo_env / "attention56_mixed_arl")
-    x = preprocess(Image.fromarray(skimage.data.coffee()), card["input_size"], card["mean"], card["std"])
+    x = card.preprocess(Image.fromarray(skimage.data.coffee()))
     expected = teaching.top_mask_channels(resattn.trace(model, x)["stage2.1"].mask[0], 4)
 
     def grid(title: str) -> dict:
