@@ -12,11 +12,13 @@ What the profiles showed (Attention-56 and ResNet-50 at 224 px, batch 1, eval mo
   job inflates the many short element-wise kernels here, so also:
 * thread CPU time per operator (1 thread, timed through a TorchDispatchMode, which the
   other job cannot inflate): as built, convolutions 87 %, batch norm 5.6 %, additions
-  2.7 %, ReLU 1.7 %, max-pool 0.8 %, sigmoid 0.7 %, up-sampling 0.5 %; after
-  `fuse_for_inference`, convolutions 92 %, clamp 2 %, in-place additions 1.6 %, ReLU 1 %.
-  ResNet-50: convolutions 91 %, batch norm 5.4 %. The convolutions run at the same rate
-  per MAC in both networks, so the forward time follows the MAC ratio (1.53) plus what the
-  pre-activation design adds around them.
+  2.7 %, ReLU 1.7 %, max-pool 0.8 %, sigmoid 0.7 %, up-sampling 0.5 %. After
+  `fuse_for_inference` (`python scripts/op_time.py`, 2026-12-03, two runs): convolutions
+  86.5-86.9 %, clamps 3.3-3.5 %, in-place additions 2.7-2.8 %, max-pool 1.7-1.8 %, ReLU
+  1.6-1.9 %, (1 + M)·T 1.4-1.5 %. ResNet-50 folded: convolutions 91.6-91.9 %. The
+  convolutions run at the same rate per MAC in both networks (16-17 ps), so the forward time
+  follows the MAC ratio (1.53) plus what the pre-activation design adds around them; the
+  convolutions alone give 1.33-1.40x folded ResNet-50 (docs/benchmarks.md).
 * at batch 16 the allocator dominates what is left: glibc maps and zeroes every block above
   32 MiB afresh, and Attention-56 takes ~420k minor page faults (1.6 GB) per forward as
   built, ~300k fused, ResNet-50 ~160k / ~120k (about 1 s of system time against 0.3-0.6 s).
