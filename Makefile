@@ -20,7 +20,7 @@ bench: .stamp-runtime
 # complete one: every such test passed and recorded its rows, and no case of the published
 # table went missing (tests/conftest.py, --reliability-publish).
 reliability: .stamp-dev
-	$(BIN)/python -m pytest -m reliability -q --reliability-publish docs/reliability.md
+	$(BIN)/python -m pytest tests -m reliability -q --reliability-publish docs/reliability.md
 
 # Apply named realistic mistakes to a copy of the repository and check that the tests catch
 # each one; writes the table of docs/testing.md (scripts/mutants.py). On demand, not in CI.
