@@ -119,7 +119,8 @@ def _first_confident(path: str, stamp: tuple, device: str) -> str | None:
     if gallery is None:
         return None
     try:
-        model, card, _ = cache.load_model(path, stamp, device)
+        card = cache.load_model(path, stamp, device)[1]
+        model = cache.inference_model(path, stamp, device)  # the model whose prediction the pages show
     except ResattnError:
         return None
     if untrained(card):
