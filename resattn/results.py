@@ -39,6 +39,9 @@ BEGIN, END = "<!-- zoo:begin -->", "<!-- zoo:end -->"
 ATTENTION_ORDER = ("mixed", "channel", "spatial", "none")
 BOOTSTRAP = 2000
 ALPHA = 0.05
+# Paper, CIFAR-10 top-1 error (%) with mixed attention, one run each (Wang et al. 2017, Table 3).
+PAPER_CIFAR10_ERROR = {"arl": {56: 5.52, 92: 4.99, 128: 4.44, 164: 4.31},
+                       "nal": {56: 5.89, 92: 5.35, 128: 5.57, 164: 7.18}}
 
 
 @dataclass
@@ -167,13 +170,17 @@ def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, reps: int = B
                      seed: int = 0) -> tuple[float, float, float]:
     """Difference of seed-averaged accuracy (points, a - b) and its 95 % percentile interval,
     resampling the val images (the same resample for both sides)."""
-    a, b = correct_a.mean(0), correct_b.mean(0)  # per image: fraction of seeds right
-    diff = a - b
+    # per image: fraction of seeds right
+    return bootstrap_mean(correct_a.mean(0) - correct_b.mean(0), reps, seed)
+
+
+def bootstrap_mean(per_image: np.ndarray, reps: int = BOOTSTRAP, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of a per-image quantity (in points) and its 95 % percentile interval over images."""
     rng = np.random.default_rng(seed)
-    n = len(diff)
-    boot = np.array([diff[rng.integers(0, n, n)].mean() for _ in range(reps)])
+    n = len(per_image)
+    boot = np.array([per_image[rng.integers(0, n, n)].mean() for _ in range(reps)])
     low, high = np.percentile(boot, [2.5, 97.5])
-    return 100 * diff.mean(), 100 * low, 100 * high
+    return 100 * per_image.mean(), 100 * low, 100 * high
 
 
 def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[int, int, float]:
@@ -191,6 +198,21 @@ def welch(acc_a: np.ndarray, acc_b: np.ndarray) -> float | None:
     if acc_a.std() == 0 and acc_b.std() == 0:
         return 1.0 if acc_a.mean() == acc_b.mean() else 0.0
     return float(sps.ttest_ind(acc_a, acc_b, equal_var=False).pvalue)
+
+
+def contrast_test(groups: list[tuple[np.ndarray, int]]) -> tuple[float, float] | None:
+    """Two-sided p and Welch-Satterthwaite df of a contrast sum(sign * mean accuracy) over groups
+    of seeds (Welch's t-test generalised to more than two groups); None unless every group has
+    two or more seeds."""
+    if any(len(acc) < 2 for acc, _ in groups):
+        return None
+    estimate = sum(sign * acc.mean() for acc, sign in groups)
+    parts = [acc.var(ddof=1) / len(acc) for acc, _ in groups]
+    se2 = sum(parts)
+    if se2 == 0:
+        return (1.0 if estimate == 0 else 0.0), float("inf")
+    df = se2 ** 2 / sum(v ** 2 / (len(acc) - 1) for v, (acc, _) in zip(parts, groups))
+    return float(2 * sps.t.sf(abs(estimate) / np.sqrt(se2), df)), float(df)
 
 
 def holm(pvalues: list[float | None]) -> list[float | None]:
@@ -217,10 +239,26 @@ class Comparison:
     welch_holm: float | None = None
 
     @property
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+    @property
     def real(self) -> bool:
         # One seed says nothing about training's noise: no ordering is read from it.
-        excludes_zero = self.low > 0 or self.high < 0
-        return excludes_zero and self.welch_holm is not None and self.welch_holm < ALPHA
+        return self.excludes_zero and self.welch_holm is not None and self.welch_holm < ALPHA
+
+    @property
+    def verdict(self) -> str:
+        """real; not established (the test set separates these networks, training's noise is
+        unknown or not ruled out); not readable (not even the test set separates them)."""
+        return "real" if self.real else "not established" if self.excludes_zero else "not readable"
+
+    def leads(self) -> str:
+        """In how many shared seeds the side ahead on average is ahead (McNemar counts)."""
+        ahead = sum((oa > ob) if self.diff > 0 else (ob > oa) for _, oa, ob, _ in self.mcnemar)
+        side = self.a if self.diff > 0 else self.b
+        side = side.label if self.a.label != self.b.label else f"{side.label} ({side.recipe_label})"
+        return f"{side} is ahead in {ahead} of {len(self.mcnemar)} seeds"
 
     def sentence(self) -> str:
         seeds = f"{len(self.a.runs)} vs {len(self.b.runs)} seeds"
@@ -232,10 +270,13 @@ class Comparison:
         why = []
         if self.welch_holm is None:
             why.append("one side has a single seed, so training's noise is unknown")
-        if not (self.low > 0 or self.high < 0):
+        if not self.excludes_zero:
             why.append("the image-bootstrap interval includes 0")
         if self.welch_holm is not None and self.welch_holm >= ALPHA:
             why.append(f"the seeds do not separate them (Holm p = {self.welch_holm:.2f})")
+        if self.excludes_zero:
+            return (f"not established: {interval} ({seeds}); the image-bootstrap interval excludes 0 and "
+                    f"{self.leads()}, but {' and '.join(why)}.")
         return f"no difference can be read: {interval} ({seeds}); {' and '.join(why)}."
 
 
@@ -248,6 +289,69 @@ def compare(a: Config, b: Config) -> Comparison | None:
     tests = [(run.seed, *mcnemar_exact(seeds_a[run.seed].correct, run.correct)) for run in b.runs
              if run.seed in seeds_a and run.correct is not None and seeds_a[run.seed].correct is not None]
     return Comparison(a, b, diff, low, high, welch(a.accuracies, b.accuracies), tests)
+
+
+@dataclass
+class DepthContrast:
+    """The paper's central claim: ARL's lead over NAL grows with depth. `diff` is (ARL − NAL at
+    the deeper network) − (ARL − NAL at the shallower), in points, one recipe throughout."""
+    shallow: Comparison
+    deep: Comparison
+    diff: float
+    low: float
+    high: float
+    test: tuple[float, float] | None  # seed-level p, df
+    holm_p: float | None = None
+
+    @property
+    def verdict(self) -> str:
+        excludes_zero = self.low > 0 or self.high < 0
+        if excludes_zero and self.holm_p is not None and self.holm_p < ALPHA:
+            return "grows" if self.diff > 0 else "shrinks"
+        return "not established" if excludes_zero else "not readable"
+
+    def sentence(self) -> str:
+        d1, d2 = self.shallow.a.first.depth, self.deep.a.first.depth
+        gaps = (f"ARL − NAL is {self.shallow.diff:+.2f} points at depth {d1} and {self.deep.diff:+.2f} at "
+                f"depth {d2}: a change of {self.diff:+.2f} [{self.low:+.2f}, {self.high:+.2f}]")
+        paper = ""
+        if d1 in PAPER_CIFAR10_ERROR["arl"] and d2 in PAPER_CIFAR10_ERROR["arl"]:
+            gap = {d: PAPER_CIFAR10_ERROR["nal"][d] - PAPER_CIFAR10_ERROR["arl"][d] for d in (d1, d2)}
+            paper = (f" (the paper, CIFAR-10, one run each: {gap[d1]:+.2f} and {gap[d2]:+.2f} points, "
+                     f"a change of {gap[d2] - gap[d1]:+.2f})")
+        if self.test is None:
+            why = "a configuration has a single seed, so training's noise is unknown"
+        else:
+            why = f"seed-level test p = {fmt_p(self.test[0])}, Holm {fmt_p(self.holm_p)}"
+        if self.verdict in ("grows", "shrinks"):
+            return (f"ARL's lead over NAL {self.verdict} from depth {d1} to {d2} in this recipe "
+                    f"({self.shallow.a.recipe_label}): {gaps}{paper}; {why}.")
+        return f"Whether ARL's lead over NAL changes from depth {d1} to {d2} is {self.verdict}: {gaps}{paper}; {why}."
+
+
+def depth_contrasts(found: list[Comparison]) -> list[DepthContrast]:
+    """ARL − NAL (mixed attention) compared between consecutive depths trained with one recipe."""
+    by_recipe: dict[tuple, list[Comparison]] = {}
+    for c in found:
+        a, b = c.a.first.card, c.b.first.card
+        if (a["attention"], a["residual"], b["attention"], b["residual"]) == ("mixed", "arl", "mixed", "nal") \
+                and a["arch"] == b["arch"]:
+            by_recipe.setdefault(c.a.first.recipe_key(), []).append(c)
+    contrasts = []
+    for pairs in by_recipe.values():
+        pairs.sort(key=lambda c: c.a.first.depth)
+        for shallow, deep in zip(pairs, pairs[1:]):
+            sides = (deep.a.correct, deep.b.correct, shallow.a.correct, shallow.b.correct)
+            if len({side.shape[1] for side in sides}) != 1:
+                continue
+            per_image = (sides[0].mean(0) - sides[1].mean(0)) - (sides[2].mean(0) - sides[3].mean(0))
+            diff, low, high = bootstrap_mean(per_image)
+            test = contrast_test([(deep.a.accuracies, 1), (deep.b.accuracies, -1),
+                                  (shallow.a.accuracies, -1), (shallow.b.accuracies, 1)])
+            contrasts.append(DepthContrast(shallow, deep, diff, low, high, test))
+    for contrast, adjusted in zip(contrasts, holm([c.test[0] if c.test else None for c in contrasts])):
+        contrast.holm_p = adjusted
+    return contrasts
 
 
 def claimed_pairs(configs: list[Config]) -> list[tuple[Config, Config]]:
@@ -324,7 +428,20 @@ def comparisons_table(found: list[Comparison]) -> str:
     for c in found:
         mcn = "; ".join(f"s{seed}: {oa}/{ob}, {fmt_p(p)}" for seed, oa, ob, p in c.mcnemar) or "—"
         rows.append(f"| {c.a.label} | {c.b.label}{'' if c.b.recipe_label == c.a.recipe_label else f' ({c.b.recipe_label})'} | {c.a.recipe_label} | {c.diff:+.2f} | [{c.low:+.2f}, {c.high:+.2f}] | "
-                    f"{fmt_p(c.welch_p)} ({fmt_p(c.welch_holm)}) | {mcn} | {'real' if c.real else 'not readable'} |")
+                    f"{fmt_p(c.welch_p)} ({fmt_p(c.welch_holm)}) | {mcn} | {c.verdict} |")
+    return "\n".join(rows)
+
+
+def depth_table(contrasts: list[DepthContrast]) -> str:
+    if not contrasts:
+        return "(no recipe has mixed ARL and NAL with per-image predictions at two depths yet)"
+    rows = ["| recipe | depths | ARL − NAL, shallower | ARL − NAL, deeper | change, points | 95 % paired bootstrap "
+            "| seed-level p (df; Holm) | verdict |", "|---|---|---|---|---|---|---|---|"]
+    for c in contrasts:
+        test = f"{fmt_p(c.test[0])} ({c.test[1]:.1f}; {fmt_p(c.holm_p)})" if c.test else "—"
+        rows.append(f"| {c.shallow.a.recipe_label} | {c.shallow.a.first.depth} → {c.deep.a.first.depth} | "
+                    f"{c.shallow.diff:+.2f} | {c.deep.diff:+.2f} | {c.diff:+.2f} | [{c.low:+.2f}, {c.high:+.2f}] | "
+                    f"{test} | {c.verdict} |")
     return "\n".join(rows)
 
 
@@ -365,6 +482,15 @@ def render(root: Path = PROJECT) -> str:
     ]
     parts += [f"- {c.a.label} ({c.a.recipe_label}) vs {c.b.label} ({c.b.recipe_label}): {c.sentence()}"
               for c in found]
+    parts += ["", "### Does ARL's lead over NAL grow with depth?", "",
+              "The paper's central claim. For each recipe trained at two depths, the change of the ARL − NAL "
+              "difference from the shallower to the deeper network: a paired bootstrap over the val images "
+              f"(all four configurations see the same images; {BOOTSTRAP} resamples) and a seed-level test of "
+              "the same contrast (Welch's t-test generalised to four groups of seeds, Welch–Satterthwaite df; "
+              f"Holm-corrected over the rows). *Grows* means the interval lies above 0 and the corrected p is "
+              f"below {ALPHA}.", "",
+              depth_table(depth_contrasts(found)), ""]
+    parts += [f"- {c.sentence()}" for c in depth_contrasts(found)]
     parts += ["", END]
     return "\n".join(parts)
 

@@ -20,8 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from resattn import results  # noqa: E402
 
-# Paper, CIFAR-10 top-1 error (%), Attention-56/92/128/164 (Table 3).
-PAPER = {"arl": {56: 5.52, 92: 4.99, 128: 4.44, 164: 4.31}, "nal": {56: 5.89, 92: 5.35, 128: 5.57, 164: 7.18}}
+PAPER = results.PAPER_CIFAR10_ERROR
 STYLE = {"arl": ("#1b9e77", "o", "ARL: (1 + M)·T"), "nal": ("#d95f02", "s", "NAL: M·T")}
 
 

@@ -122,3 +122,43 @@ def test_write_replaces_only_the_generated_block(tmp_path):
     assert "| one | attention56 | mixed | arl | 0 |" in text
     results.write(tmp_path)
     assert doc.read_text() == text  # idempotent
+
+
+def test_contrast_test_with_two_groups_is_welchs_t_test():
+    a, b = np.array([84.2, 83.3, 84.2]), np.array([82.0, 80.1, 81.4])
+    p, df = results.contrast_test([(a, 1), (b, -1)])
+    assert p == pytest.approx(results.welch(a, b))
+    assert 2 <= df <= 4
+    assert results.contrast_test([(a, 1), (b[:1], -1)]) is None  # one seed: no test
+
+
+def test_the_test_set_alone_separating_two_networks_is_not_established(tmp_path):
+    # Seeds of B scatter widely (one as good as A): the images separate the averages, the seeds do not.
+    for seed, (rate_a, rate_b) in enumerate([(0.80, 0.75), (0.80, 0.70), (0.80, 0.60)]):
+        add_run(tmp_path, f"arl_s{seed}", correct_with(rate_a, seed=10 + seed), seed=seed)
+        add_run(tmp_path, f"nal_s{seed}", correct_with(rate_b, seed=20 + seed), seed=seed, residual="nal")
+    (comparison,) = results.comparisons(results.group(results.load_runs(tmp_path)))
+    assert comparison.low > 0 and not comparison.real
+    assert comparison.verdict == "not established"
+    assert comparison.sentence().startswith("not established") and "ahead in 3 of 3 seeds" in comparison.sentence()
+
+
+def _two_depths(root: Path, gap56: float, gap92: float) -> list:
+    for seed in range(3):
+        for arch, gap in (("attention56", gap56), ("attention92", gap92)):
+            add_run(root, f"{arch}_arl_s{seed}", correct_with(0.85, seed=100 * seed + len(arch) + int(100 * gap)),
+                    seed=seed, arch=arch)
+            add_run(root, f"{arch}_nal_s{seed}", correct_with(0.85 - gap, seed=7 + 100 * seed + len(arch)),
+                    seed=seed, arch=arch, residual="nal")
+    return results.depth_contrasts(results.comparisons(results.group(results.load_runs(root))))
+
+
+def test_a_gap_that_grows_with_depth_is_found_and_an_equal_one_is_not(tmp_path):
+    (grows,) = _two_depths(tmp_path / "grows", gap56=0.0, gap92=0.10)
+    assert grows.diff == pytest.approx(10, abs=2.5) and grows.low > 0
+    assert grows.verdict == "grows" and grows.sentence().startswith("ARL's lead over NAL grows from depth 56 to 92")
+    assert "the paper, CIFAR-10" in grows.sentence()
+    (same,) = _two_depths(tmp_path / "same", gap56=0.05, gap92=0.05)
+    assert same.verdict in ("not readable", "not established") and same.verdict != "grows"
+    assert same.test[0] > 0.05 > grows.test[0]  # the seed-level contrast: equal gaps cancel
+    assert "| 56 → 92 |" in results.depth_table([grows, same])
