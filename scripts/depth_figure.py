@@ -18,9 +18,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from resattn import results  # noqa: E402
+from resattn import results, zoo_stats  # noqa: E402
 
-PAPER = results.PAPER_CIFAR10_ERROR
+PAPER = zoo_stats.PAPER_CIFAR10_ERROR
 STYLE = {"arl": ("#1b9e77", "o", "ARL: (1 + M)·T"), "nal": ("#d95f02", "s", "NAL: M·T")}
 
 

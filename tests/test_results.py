@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from resattn import results
+from resattn import results, zoo_stats
 
 
 def card(arch="attention56", attention="mixed", residual="arl", seed=0, top1=80.0, epochs=24, precision=None):
@@ -46,23 +46,23 @@ def correct_with(rate: float, n: int = 2000, seed: int = 0) -> np.ndarray:
 def test_mcnemar_exact_matches_the_binomial_test():
     a = np.array([1, 1, 1, 1, 1, 1, 1, 1, 0, 0], bool)
     b = np.array([0, 0, 0, 0, 0, 0, 0, 1, 0, 1], bool)
-    only_a, only_b, p = results.mcnemar_exact(a, b)
+    only_a, only_b, p = zoo_stats.mcnemar_exact(a, b)
     assert (only_a, only_b) == (7, 1)
     assert p == pytest.approx(2 * (1 + 8) / 2 ** 8)  # two-sided: P(X <= 1) + P(X >= 7), X ~ Bin(8, 1/2)
-    assert results.mcnemar_exact(a, a)[2] == 1.0
+    assert zoo_stats.mcnemar_exact(a, a)[2] == 1.0
 
 
 def test_holm_adjusts_in_step_down_order_and_keeps_missing():
-    assert results.holm([0.01, None, 0.04, 0.03]) == pytest.approx([0.03, None, 0.06, 0.06])
-    assert results.holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1, monotone
+    assert zoo_stats.holm([0.01, None, 0.04, 0.03]) == pytest.approx([0.03, None, 0.06, 0.06])
+    assert zoo_stats.holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1, monotone
 
 
 def test_paired_bootstrap_interval_covers_the_true_difference_and_excludes_zero_when_large():
     a, b = correct_with(0.9, seed=1)[None], correct_with(0.7, seed=2)[None]
-    diff, low, high = results.paired_bootstrap(a, b)
+    diff, low, high = zoo_stats.paired_bootstrap(a, b)
     assert diff == pytest.approx(100 * (a.mean() - b.mean()))
     assert low < diff < high and low > 0
-    same, low0, high0 = results.paired_bootstrap(a, a)
+    same, low0, high0 = zoo_stats.paired_bootstrap(a, a)
     assert same == 0 and low0 == 0 and high0 == 0
 
 
@@ -73,7 +73,7 @@ def test_a_real_difference_is_called_real_and_noise_is_not(tmp_path):
         add_run(tmp_path, f"channel_s{seed}", correct_with(0.9, seed=30 + seed), seed=seed, attention="channel")
     configs = results.group(results.load_runs(tmp_path))
     assert [len(c.runs) for c in configs] == [3, 3, 3]
-    found = {(c.a.label, c.b.label): c for c in results.comparisons(configs)}
+    found = {(c.a.label, c.b.label): c for c in zoo_stats.comparisons(configs)}
     arl_nal = found[("A56 mixed ARL", "A56 mixed NAL")]
     assert arl_nal.real and arl_nal.diff == pytest.approx(20, abs=3)
     assert arl_nal.sentence().startswith("A56 mixed ARL is more accurate")
@@ -85,7 +85,7 @@ def test_a_real_difference_is_called_real_and_noise_is_not(tmp_path):
 def test_one_seed_never_gives_an_ordering(tmp_path):
     add_run(tmp_path, "arl", correct_with(0.95, seed=1))
     add_run(tmp_path, "nal", correct_with(0.5, seed=2), residual="nal")
-    (comparison,) = results.comparisons(results.group(results.load_runs(tmp_path)))
+    (comparison,) = zoo_stats.comparisons(results.group(results.load_runs(tmp_path)))
     assert comparison.low > 0  # the test set alone would separate them...
     assert not comparison.real  # ...but training's noise is unknown with one seed
     assert "single seed" in comparison.sentence()
@@ -99,7 +99,7 @@ def test_configurations_split_on_recipe_and_precision(tmp_path):
     configs = results.group(results.load_runs(tmp_path))
     assert len(configs) == 4
     assert [c.first.depth for c in configs] == [56, 56, 56, 92]
-    assert results.comparisons(configs) == []  # no predictions: nothing is compared
+    assert zoo_stats.comparisons(configs) == []  # no predictions: nothing is compared
 
 
 def test_mean_and_sd_over_seeds(tmp_path):
@@ -126,10 +126,10 @@ def test_write_replaces_only_the_generated_block(tmp_path):
 
 def test_contrast_test_with_two_groups_is_welchs_t_test():
     a, b = np.array([84.2, 83.3, 84.2]), np.array([82.0, 80.1, 81.4])
-    p, df = results.contrast_test([(a, 1), (b, -1)])
-    assert p == pytest.approx(results.welch(a, b))
+    p, df = zoo_stats.contrast_test([(a, 1), (b, -1)])
+    assert p == pytest.approx(zoo_stats.welch(a, b))
     assert 2 <= df <= 4
-    assert results.contrast_test([(a, 1), (b[:1], -1)]) is None  # one seed: no test
+    assert zoo_stats.contrast_test([(a, 1), (b[:1], -1)]) is None  # one seed: no test
 
 
 def test_the_test_set_alone_separating_two_networks_is_not_established(tmp_path):
@@ -137,7 +137,7 @@ def test_the_test_set_alone_separating_two_networks_is_not_established(tmp_path)
     for seed, (rate_a, rate_b) in enumerate([(0.80, 0.75), (0.80, 0.70), (0.80, 0.60)]):
         add_run(tmp_path, f"arl_s{seed}", correct_with(rate_a, seed=10 + seed), seed=seed)
         add_run(tmp_path, f"nal_s{seed}", correct_with(rate_b, seed=20 + seed), seed=seed, residual="nal")
-    (comparison,) = results.comparisons(results.group(results.load_runs(tmp_path)))
+    (comparison,) = zoo_stats.comparisons(results.group(results.load_runs(tmp_path)))
     assert comparison.low > 0 and not comparison.real
     assert comparison.verdict == "not established"
     assert comparison.sentence().startswith("not established") and "ahead in 3 of 3 seeds" in comparison.sentence()
@@ -150,7 +150,7 @@ def _two_depths(root: Path, gap56: float, gap92: float) -> list:
                     seed=seed, arch=arch)
             add_run(root, f"{arch}_nal_s{seed}", correct_with(0.85 - gap, seed=7 + 100 * seed + len(arch)),
                     seed=seed, arch=arch, residual="nal")
-    return results.depth_contrasts(results.comparisons(results.group(results.load_runs(root))))
+    return zoo_stats.depth_contrasts(zoo_stats.comparisons(results.group(results.load_runs(root))))
 
 
 def test_a_gap_that_grows_with_depth_is_found_and_an_equal_one_is_not(tmp_path):
