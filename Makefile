@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8501
 
-.PHONY: run test bench reliability mutants clean-venv
+.PHONY: run test bench reliability mutants verify-checkpoints clean-venv
 
 run: .stamp-runtime
 	$(BIN)/streamlit run app.py --server.port $(PORT)
@@ -15,6 +15,14 @@ test: .stamp-dev
 
 bench: .stamp-runtime
 	$(BIN)/python -m resattn.bench
+
+# Re-evaluate every shipped checkpoint (and seed) on the pack's whole val split and hold it to
+# its card's top-1 (0.5 point); needs ../shared/data. About a minute per network on one core.
+verify-checkpoints: .stamp-runtime
+	@failed=0; for card in checkpoints/*.json checkpoints/seeds/*.json; do \
+	  out=$$($(BIN)/python -m resattn.evaluate "$$card" --check-card 2>&1); rc=$$?; \
+	  echo "$$out" | tail -n 1; [ $$rc -eq 0 ] || failed=1; \
+	done; exit $$failed
 
 # Run the tests that record rows of the reliability table, then publish the table, but only a
 # complete one: every such test passed and recorded its rows, and no case of the published

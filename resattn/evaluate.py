@@ -73,7 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--predictions", metavar="FILE.csv",
                         help="also write one row per image: index, label, prediction, probability")
+    parser.add_argument("--check-card", type=float, nargs="?", const=0.5, metavar="POINTS",
+                        help="exit 1 unless top-1 is within POINTS (default 0.5) of the card's val_top1; "
+                             "checks that a checkpoint still does what its card says")
     args = parser.parse_args(argv)
+    # The card's number was measured on the whole val split at the card's size; a --limit or
+    # --size run is a different measurement, so it is not held to it.
+    if args.check_card is not None and (args.limit or args.size or args.split != "val"):
+        print("error: --check-card compares with the card's full val split at its own size; "
+              "drop --limit, --size and --split.", file=sys.stderr)
+        return 2
     try:
         from .checkpoints import as_card, load_checkpoint
 
@@ -87,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         images = load_split(args.data, args.split, limit=args.limit)
         if images.classes != list(card.classes):
             raise ResattnError("The data's classes differ from the checkpoint's; evaluate on the data it was trained on.")
+        if args.check_card is not None and card.val_top1 is None:
+            raise ResattnError("The card records no val_top1 to check against; evaluate without --check-card.")
         # The card's preprocessing (size, mean, std), the very maths the app's card.preprocess runs.
         loader = DataLoader(TensorImageDataset(images, card.transform()), batch_size=args.batch_size)
         result = evaluate_model(model, loader, card.num_classes, device, progress=True,
@@ -110,6 +121,13 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             print(f"error: Could not write {args.predictions} ({exc.strerror or exc}); choose another path.",
                   file=sys.stderr)
+            return 1
+    if args.check_card is not None:
+        difference = result["top1"] - card.val_top1
+        verdict = "ok" if abs(difference) <= args.check_card else "MISMATCH"
+        print(f"{args.checkpoint}: card {card.val_top1:.2f} %, now {result['top1']:.2f} % "
+              f"({difference:+.2f} points; tolerance {args.check_card:g}): {verdict}")
+        if verdict != "ok":
             return 1
     return 0
 

@@ -229,3 +229,34 @@ def test_a_named_pack_that_does_not_exist_is_an_error_not_a_fallback(tmp_path, m
     monkeypatch.setenv("RESATTN_DATA", str(missing))
     with pytest.raises(ResattnError, match="typo.npz"):
         find_pack()
+
+
+@pytest.mark.parametrize("card_top1, tolerance, expected_code", [
+    (TOP1 + 0.4, [], 0),         # within the default 0.5 point
+    (TOP1 - 0.6, [], 1),         # outside it, either side
+    (TOP1 + 0.6, [], 1),
+    (TOP1 + 0.6, ["1.0"], 0),    # a wider tolerance given on the command line
+    (TOP1 + 0.2, ["0.1"], 1),    # a narrower one
+])
+def test_check_card_holds_a_checkpoint_to_its_card(card_top1, tolerance, expected_code, tmp_path, monkeypatch,
+                                                   capsys):
+    write_pack(tmp_path / "pack.npz")
+    monkeypatch.setattr(resattn.checkpoints, "load_checkpoint",
+                        lambda path, device=None: (Oracle(), {**card(), "metrics": {"val_top1": card_top1}}))
+    code = main(["oracle", "--data", str(tmp_path / "pack.npz"), "--device", "cpu", "--check-card", *tolerance])
+    out = capsys.readouterr().out
+    assert code == expected_code, out
+    verdict = out.strip().splitlines()[-1]
+    assert f"card {card_top1:.2f} %, now {TOP1:.2f} % ({TOP1 - card_top1:+.2f} points" in verdict
+    assert verdict.endswith("ok" if expected_code == 0 else "MISMATCH")
+
+
+@pytest.mark.parametrize("extra, fields", [(["--limit", "2"], {"metrics": {"val_top1": TOP1}}), ([], {})])
+def test_check_card_refuses_what_it_cannot_compare(extra, fields, tmp_path, monkeypatch, capsys):
+    """A partial or resized run is not the card's measurement; a card without val_top1 has none."""
+    write_pack(tmp_path / "pack.npz")
+    monkeypatch.setattr(resattn.checkpoints, "load_checkpoint",
+                        lambda path, device=None: (Oracle(), {**card(), **fields}))
+    code = main(["oracle", "--data", str(tmp_path / "pack.npz"), "--device", "cpu", "--check-card", *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error:")
