@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Two resattn app processes behind nginx (deploy/nginx.conf): the class opens
 # http://<this machine>:8600. Ctrl-C stops everything. Extra arguments go to both
-# Streamlit processes (e.g. --runner.postScriptGC=false, see docs/deploy.md).
+# Streamlit processes (e.g. --server.maxUploadSize=20; see docs/deploy.md).
 # `deploy/serve.sh --prepare` only makes nginx's copy of the frontend and exits (the test does);
 # RESATTN_RUN_DIR moves the run folder (pids, logs, the copy) from deploy/run.
 set -euo pipefail

@@ -19,13 +19,21 @@ and the value after it. Exception boxes shown to any student are counted.
 
 By default the script starts its own server (`streamlit run app.py` with the flags of a
 deployment: headless, no file watcher) and stops it at the end; `--streamlit-arg` passes
-more flags (the levers of docs/deploy.md, e.g. `--streamlit-arg=--runner.postScriptGC=false`).
+more flags (the levers of docs/deploy.md, e.g. `--streamlit-arg=--runner.postScriptGC=true` to measure with Streamlit's default).
 `--url` measures a server that is already running (e.g. the reverse proxy of docs/deploy.md;
 give `--pid` for each server process whose memory to sample, and `--warm-url` for each
 replica's own address, so that every replica has loaded its models before the rounds). On a machine with several
 cores, `--server-cpus` and `--browser-cpus` pin the server and the browsers to different
 cores (taskset / sched_setaffinity), so that the browsers' rendering is not billed to the
 server. Nothing is downloaded; the images are generated here.
+
+`--client protocol` replaces the browsers with headless sessions that speak Streamlit's own
+protocol (scripts/streamlit_client.py): the same two steps, the same requests to the server
+(page, websocket, script runs, upload, media files), no rendering. "Drawn" then means the run
+has finished and every media file has arrived; the run after an upload must show the photo's
+name. The *new image* time starts when the file is sent: the rerun that choosing "Upload"
+causes comes before it (in the browser, the click's rerun and the upload overlap). This measures what the server makes a class wait for, which on a small machine the
+browsers' own rendering hides; the client's CPU time is reported beside the server's.
 """
 from __future__ import annotations
 
@@ -218,16 +226,42 @@ class Round:
     rss_after_mb: float | None
     wall_s: float
     server_cpu_s: float | None = None
+    client_cpu_s: float | None = None
     errors: list[str] = field(default_factory=list)
 
 
-async def run_round(browser, url: str, n: int, folder: Path, seed: int, pids: list[int], timeout: float) -> Round:
+async def protocol_student(_browser, url: str, photo: Path, start: asyncio.Event, timeout: float) -> Student:
+    """The same two steps as `student`, over Streamlit's protocol instead of a browser."""
+    from streamlit_client import HeadlessSession
+
+    result = Student()
+    await start.wait()
+
+    def steps() -> None:
+        session = HeadlessSession(url, timeout=timeout)
+        try:
+            result.visit_s = session.visit()
+            session.choose_upload()  # the click on "Upload" before the file: not part of the wait for it
+            result.image_s = session.upload(photo.name, photo.read_bytes())
+        except Exception as exc:  # one student's failure is a result of the load test, not its end
+            result.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        finally:
+            result.exceptions = session.exceptions
+            session.close()
+
+    await asyncio.to_thread(steps)
+    return result
+
+
+async def run_round(browser, url: str, n: int, folder: Path, seed: int, pids: list[int], timeout: float,
+                    one_student=student) -> Round:
     photos = [new_photo(folder / f"student{seed + i}.png", seed + i) for i in range(n)]
     go = asyncio.Event()
     before = rss_mb(pids) if pids else None
-    tasks = [asyncio.create_task(student(browser, url, photo, go, timeout)) for photo in photos]
+    tasks = [asyncio.create_task(one_student(browser, url, photo, go, timeout)) for photo in photos]
     await asyncio.sleep(1.0)  # every context open before anyone starts
     cpu_before = cpu_seconds(pids) if pids else None
+    client_before = time.process_time()  # this process: the protocol clients' threads (not Chromium's)
     with MemorySampler(pids) as memory:
         t0 = time.perf_counter()
         go.set()
@@ -239,7 +273,8 @@ async def run_round(browser, url: str, n: int, folder: Path, seed: int, pids: li
                  sum(r.error is not None for r in results), sum(r.exceptions for r in results), before,
                  memory.peak if pids else None, rss_mb(pids) if pids else None, wall,
                  errors=sorted({r.error for r in results if r.error}),
-                 server_cpu_s=cpu_seconds(pids) - cpu_before if pids else None)
+                 server_cpu_s=cpu_seconds(pids) - cpu_before if pids else None,
+                 client_cpu_s=time.process_time() - client_before if one_student is protocol_student else None)
 
 
 def fmt(value: float | None, digits: int = 1) -> str:
@@ -248,18 +283,16 @@ def fmt(value: float | None, digits: int = 1) -> str:
 
 def table(rounds: list[Round]) -> str:
     lines = ["| students | visit p50 (s) | visit p95 (s) | new image p50 (s) | new image p95 (s) | failed | "
-             "exceptions | server RSS peak (MB) | after (MB) | server CPU (s) | round wall (s) |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "exceptions | server RSS peak (MB) | after (MB) | server CPU (s) | client CPU (s) | round wall (s) |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rounds:
         lines.append(f"| {r.students} | {fmt(r.visit_p50_s)} | {fmt(r.visit_p95_s)} | {fmt(r.image_p50_s)} | "
                      f"{fmt(r.image_p95_s)} | {r.failed} | {r.exceptions} | {fmt(r.rss_peak_mb, 0)} | "
-                     f"{fmt(r.rss_after_mb, 0)} | {fmt(r.server_cpu_s)} | {fmt(r.wall_s)} |")
+                     f"{fmt(r.rss_after_mb, 0)} | {fmt(r.server_cpu_s)} | {fmt(r.client_cpu_s)} | {fmt(r.wall_s)} |")
     return "\n".join(lines)
 
 
 async def main_async(args) -> list[Round]:
-    from playwright.async_api import async_playwright
-
     server, pids, url = None, list(args.pid or []), args.url
     log = Path(tempfile.gettempdir()) / f"resattn_load_test_{os.getpid()}.log"
     if url is None:
@@ -274,27 +307,16 @@ async def main_async(args) -> list[Round]:
             raise SystemExit(f"error: {exc}") from None
         if args.browser_cpus:  # Chromium and its helpers inherit this process's CPU set
             os.sched_setaffinity(0, {int(c) for c in args.browser_cpus.split(",")})
-        rounds = []
+        if args.client == "protocol":
+            return await run_rounds(None, url, pids, args, protocol_student)
+        from playwright.async_api import async_playwright
+
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            with tempfile.TemporaryDirectory() as folder:
-                # One warm-up student per server: the models load once per process, not per class.
-                for i, target in enumerate(args.warm_url or [url]):
-                    warm = await run_round(browser, target, 1, Path(folder), 10_000 + i, pids, args.timeout)
-                    print(f"warm-up {target}: visit {fmt(warm.visit_p50_s)} s, new image {fmt(warm.image_p50_s)} s"
-                          + (f", errors: {warm.errors}" if warm.errors else ""), file=sys.stderr)
-                seed = 0
-                for n in args.students:
-                    r = await run_round(browser, url, n, Path(folder), seed, pids, args.timeout)
-                    seed += n
-                    rounds.append(r)
-                    print(f"N={n}: visit p50 {fmt(r.visit_p50_s)} p95 {fmt(r.visit_p95_s)} s; new image p50 "
-                          f"{fmt(r.image_p50_s)} p95 {fmt(r.image_p95_s)} s; failed {r.failed}; "
-                          f"RSS peak {fmt(r.rss_peak_mb, 0)} MB; server CPU {fmt(r.server_cpu_s)} s; "
-                          f"wall {r.wall_s:.1f} s"
-                          + (f"; errors: {r.errors}" if r.errors else ""), file=sys.stderr)
-            await browser.close()
-        return rounds
+            try:
+                return await run_rounds(browser, url, pids, args, student)
+            finally:
+                await browser.close()
     finally:
         if server is not None:
             server.terminate()
@@ -302,6 +324,28 @@ async def main_async(args) -> list[Round]:
                 server.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 server.kill()
+
+
+async def run_rounds(browser, url: str, pids: list[int], args, one_student) -> list[Round]:
+    rounds = []
+    with tempfile.TemporaryDirectory() as folder:
+        # One warm-up student per server: the models load once per process, not per class.
+        for i, target in enumerate(args.warm_url or [url]):
+            warm = await run_round(browser, target, 1, Path(folder), 10_000 + i, pids, args.timeout,
+                                   one_student)
+            print(f"warm-up {target}: visit {fmt(warm.visit_p50_s)} s, new image {fmt(warm.image_p50_s)} s"
+                  + (f", errors: {warm.errors}" if warm.errors else ""), file=sys.stderr)
+        seed = 0
+        for n in args.students:
+            r = await run_round(browser, url, n, Path(folder), seed, pids, args.timeout, one_student)
+            seed += n
+            rounds.append(r)
+            print(f"N={n}: visit p50 {fmt(r.visit_p50_s)} p95 {fmt(r.visit_p95_s)} s; new image p50 "
+                  f"{fmt(r.image_p50_s)} p95 {fmt(r.image_p95_s)} s; failed {r.failed}; "
+                  f"RSS peak {fmt(r.rss_peak_mb, 0)} MB; server CPU {fmt(r.server_cpu_s)} s; "
+                  f"wall {r.wall_s:.1f} s"
+                  + (f"; errors: {r.errors}" if r.errors else ""), file=sys.stderr)
+    return rounds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -317,8 +361,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--browser-cpus", help="CPU list for the browsers, e.g. 1")
     parser.add_argument("--timeout", type=float, default=600, help="seconds one student may take per step")
     parser.add_argument("--out", help="also write the rounds as JSON here")
+    parser.add_argument("--client", choices=["browser", "protocol"], default="browser",
+                        help="students in Chromium (default) or headless over Streamlit's protocol")
     args = parser.parse_args(argv)
-    if not Path(CHROMIUM).exists():
+    if args.client == "browser" and not Path(CHROMIUM).exists():
         print(f"error: {CHROMIUM} is missing: apt-get install -y chromium", file=sys.stderr)
         return 2
     started = time.time()

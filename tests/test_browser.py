@@ -609,3 +609,40 @@ def test_every_export_opens_and_the_json_and_url_reopen_the_view(server, browser
     # The page's URL is the JSON's query (so one reopening checks both), and it reopens the view.
     assert sorted(parse_qsl(urlparse(url).query)) == sorted(parse_qsl(settings["query"]))
     assert comparable(settings_at(f"{server}/explorer?{settings['query']}")) == comparable(settings)
+
+
+def test_the_load_tests_protocol_client_does_what_a_browser_does(server, tmp_path):
+    """scripts/streamlit_client.py (the load test's `--client protocol`) against the real server:
+    two sessions at once each visit, choose "Upload" and send their own photo, and each upload's
+    run shows that session's photo; a client that skips a step is told so, not timed."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from streamlit_client import HeadlessSession, ProtocolError
+
+    def student(i: int) -> tuple:
+        image = np.full((96, 128, 3), 40 * i, dtype=np.uint8)
+        image[20:60, 30 + 10 * i:90] = 255
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, "PNG")
+        session = HeadlessSession(server, timeout=180)
+        try:
+            visit = session.visit()
+            session.choose_upload()
+            upload = session.upload(f"student{i}.png", buffer.getvalue())
+            return session.session_id, session.query_string, session.exceptions, visit, upload
+        finally:
+            session.close()
+
+    from conftest import run_in_threads
+
+    results = run_in_threads(student, [(0,), (1,)])
+    assert results[0][0] != results[1][0]  # two sessions
+    for session_id, query, exceptions, visit, upload in results:
+        assert "img=upload" in query and exceptions == 0 and visit > 0 and upload > 0
+    # Uploading before choosing "Upload": the uploader is not on the page yet.
+    session = HeadlessSession(server, timeout=180)
+    try:
+        session.visit()
+        with pytest.raises(ProtocolError, match="_upload"):
+            session.upload("early.png", b"not sent")
+    finally:
+        session.close()

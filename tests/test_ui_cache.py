@@ -93,3 +93,11 @@ def test_the_app_caches_library_attributions_and_intervention_summaries(zoo):
     assert isinstance(summary, analysis.InterventionSummary)
     assert {r["name"] for r in summary.top5} <= set(CLASSES)
     assert summary.identity["max_abs_H_minus_2T"] < 1e-5 * summary.identity["max_abs_T"]  # ARL, M = 1: H = 2T
+
+
+@pytest.mark.parametrize("value, threads", [(None, 1), ("", 1), ("3", 3), (" 2 ", 2), ("0", 1), ("-2", 1),
+                                            ("two", 1), ("1.5", 1)])
+def test_torch_threads_come_from_the_environment_or_default_to_one(value, threads):
+    from ui.cache import torch_threads
+
+    assert torch_threads({} if value is None else {"RESATTN_TORCH_THREADS": value}) == threads
