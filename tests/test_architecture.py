@@ -379,3 +379,20 @@ def test_a_bad_file_fails_the_repository_check(tmp_path):
     write(tmp_path, "resattn/analysis/deep/bad.py", "def f():\n    import streamlit\n")
     assert [(v.path, v.line, v.rule) for v in violations(tmp_path)] == [
         ("resattn/analysis/deep/bad.py", 2, "library")]
+
+
+MAX_LINES = 400  # issue 17: a newcomer reads any one file of the app and library in one sitting
+
+
+def long_files(root: Path) -> list[str]:
+    return sorted(f"{path.relative_to(root)}: {n} lines" for folder in ("resattn", "ui", "pages")
+                  for path in (root / folder).rglob("*.py")
+                  if (n := len(path.read_text().splitlines())) > MAX_LINES)
+
+
+def test_no_file_of_the_library_or_the_app_grows_past_400_lines(tmp_path):
+    assert long_files(ROOT) == []
+    (tmp_path / "ui").mkdir()
+    (tmp_path / "ui" / "grown.py").write_text("x = 1\n" * (MAX_LINES + 1))
+    (tmp_path / "ui" / "fine.py").write_text("x = 1\n" * MAX_LINES)
+    assert long_files(tmp_path) == ["ui/grown.py: 401 lines"]

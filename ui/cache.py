@@ -24,10 +24,7 @@ Bounds (also the numbers to change if memory is tight):
   file names, sizes and mtimes, so a new or replaced file shows up on the next rerun.
 
 Changing a display option (reduction, colour scale, opacity) only reads these caches: no
-new forward pass. Nothing here keeps per-session state.
-
-Threads: torch computes with TORCH_THREADS intra-op threads (`RESATTN_TORCH_THREADS`, default 1),
-set once per process when this module is imported; see `torch_threads`.
+new forward pass. Nothing here keeps per-session state. Torch uses TORCH_THREADS threads.
 """
 from __future__ import annotations
 
@@ -58,15 +55,11 @@ TRACE_TTL_S = 3600
 DERIVED_ENTRIES = 512
 UPLOAD_ENTRIES = 16
 LISTING_TTL_S = 30
-# Every session's script runs in a thread of its own, and every thread that calls into torch gets
-# its own OpenMP team of torch.get_num_threads() workers. With a few sessions at once, two app
-# replicas, or any other busy process, the teams outnumber the cores and wait on each other:
-# measured on this 2-core machine beside one busy process, one trace took 1.0 s with 2 threads
-# and 6 ms with 1. The app's work per image is small (a 128-px forward pass), so concurrent
-# sessions, not threads within one computation, are what should use the cores. A single user on
-# a many-core workstation who mostly runs attributions can raise it.
 def torch_threads(environ=os.environ) -> int:
-    """RESATTN_TORCH_THREADS if it is a positive integer, else 1."""
+    """RESATTN_TORCH_THREADS if it is a positive integer, else 1. Each session's script runs in
+    its own thread, and each thread calling torch gets its own OpenMP team: with a few sessions
+    or another busy process the teams outnumber the cores (a trace beside one busy process on 2
+    cores: 1.0 s with 2 threads, 6 ms with 1; docs/deploy.md). Sessions use the cores instead."""
     value = environ.get("RESATTN_TORCH_THREADS", "").strip()
     return int(value) if value.isdigit() and int(value) > 0 else 1
 
