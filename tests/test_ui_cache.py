@@ -98,6 +98,12 @@ def test_the_app_caches_library_attributions_and_intervention_summaries(zoo):
 @pytest.mark.parametrize("value, threads", [(None, 1), ("", 1), ("3", 3), (" 2 ", 2), ("0", 1), ("-2", 1),
                                             ("two", 1), ("1.5", 1)])
 def test_torch_threads_come_from_the_environment_or_default_to_one(value, threads):
-    from ui.cache import torch_threads
+    from resattn.device import torch_threads, use_torch_threads
 
-    assert torch_threads({} if value is None else {"RESATTN_TORCH_THREADS": value}) == threads
+    environ = {} if value is None else {"RESATTN_TORCH_THREADS": value}
+    assert torch_threads(environ) == threads
+    before = torch.get_num_threads()
+    try:
+        assert use_torch_threads(environ) == threads == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)

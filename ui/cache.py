@@ -44,6 +44,7 @@ from resattn import stats
 from resattn.analysis import reduce as reduce_maps
 from resattn.checkpoints import ModelCard, read_card, sibling_path
 from resattn.data import image_tensor, resize_transform
+from resattn.device import use_torch_threads
 from resattn.errors import CheckpointError
 from resattn.model import ResidualAttentionNetwork
 from resattn.model.fuse import optimise_for_inference
@@ -55,17 +56,9 @@ TRACE_TTL_S = 3600
 DERIVED_ENTRIES = 512
 UPLOAD_ENTRIES = 16
 LISTING_TTL_S = 30
-def torch_threads(environ=os.environ) -> int:
-    """RESATTN_TORCH_THREADS if it is a positive integer, else 1. Each session's script runs in
-    its own thread, and each thread calling torch gets its own OpenMP team: with a few sessions
-    or another busy process the teams outnumber the cores (a trace beside one busy process on 2
-    cores: 1.0 s with 2 threads, 6 ms with 1; docs/deploy.md). Sessions use the cores instead."""
-    value = environ.get("RESATTN_TORCH_THREADS", "").strip()
-    return int(value) if value.isdigit() and int(value) > 0 else 1
-
-
-TORCH_THREADS = torch_threads()
-torch.set_num_threads(TORCH_THREADS)
+# One torch thread per computation: concurrent sessions, not threads, use the cores (see
+# resattn.device.use_torch_threads and docs/deploy.md).
+TORCH_THREADS = use_torch_threads()
 MAX_SIDE = 1024  # uploads are shrunk to this before anything else; the networks see <= 224 px
 TENSORS = ("input", "trunk", "mask", "output")
 
