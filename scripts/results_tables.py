@@ -292,7 +292,7 @@ def section(reports: list[Report]) -> str:
                 "the images (what is left is the image-specific part), by 1, or by another image's mask; the share "
                 "of images whose prediction changes.", ""]
         out += causal_table(masked) + [""]
-        out += [f"- {causal_verdict(x)}" for r in masked for x in r.causal
+        out += [f"- **{r.name}**: {causal_verdict(x)}" for r in masked for x in r.causal
                 if float(x["p_holm"]) < ALPHA] or ["- No replacement changes the logit distinguishably from 0."]
         out += ["", "### Sanity check: randomised mask branches", "",
                 "Cascading randomisation (Adebayo et al., 2018) from the top stage down: the convolution weights of "
