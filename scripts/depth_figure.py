@@ -59,8 +59,10 @@ def draw(configs: list[results.Config], out: Path) -> Path:
             depths = [d for d, _ in points]
             left.errorbar(depths, [m for _, (m, _, _) in points], yerr=[s for _, (_, s, _) in points],
                           color=colour, marker=marker, capsize=4, label=label)
+            # NAL's error lies above ARL's: its seed counts go above the points, ARL's below.
+            offset = (6, 6) if residual == "nal" else (6, -14)
             for d, (m, _, n) in points:
-                left.annotate(f"n={n}", (d, m), textcoords="offset points", xytext=(6, -12), fontsize=8,
+                left.annotate(f"n={n}", (d, m), textcoords="offset points", xytext=offset, fontsize=8,
                               color=colour)
         paper = sorted(PAPER[residual].items())
         right.plot([d for d, _ in paper], [e for _, e in paper], color=colour, marker=marker, label=label)
@@ -71,6 +73,7 @@ def draw(configs: list[results.Config], out: Path) -> Path:
         ax.set_xlabel("depth (layers)")
         ax.set_xticks([56, 92, 128, 164])
         ax.grid(alpha=0.3)
+        ax.margins(y=0.1)
         ax.legend()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
