@@ -13,6 +13,8 @@ from PIL import Image
 
 import resattn
 from resattn import stats, viz
+from resattn.viz.colour import type_size
+from resattn.viz.panels import PAGE_PX
 
 RNG = np.random.default_rng(0)
 
@@ -65,6 +67,24 @@ def test_panels_figure_has_one_heatmap_and_colour_bar_per_panel_with_the_given_r
         assert f"v{i} = %{{z" in trace.hovertemplate  # raw values on hover
         np.testing.assert_allclose(np.asarray(trace.z), panels[i].z, rtol=1e-6)
     assert [a.text for a in fig.layout.annotations] == ["p0", "p1", "p2", "p3"]
+
+
+def test_long_panel_titles_wrap_within_their_cell_and_the_top_margin_makes_room():
+    image = RNG.integers(0, 255, (8, 8, 3), dtype=np.uint8)
+    short = viz.panels_figure([viz.map_panel("M", RNG.random((6, 6)))] * 6, image=image)
+    titles = ["mask M of stage3.3", "|Integrated Gradients|", "Integrated Gradients (signed)", "Grad-CAM",
+              "Occlusion", "M"]
+    fig = viz.panels_figure([viz.map_panel(t, RNG.random((6, 6))) for t in titles], image=image)
+    texts = [a.text for a in fig.layout.annotations]
+    assert texts[0] == "image" and texts[4:] == ["Grad-CAM", "Occlusion", "M"]
+    assert texts[3] == "Integrated<br>Gradients<br>(signed)"
+    assert [t.replace("<br>", " ") for t in texts[1:]] == titles  # wrapped, never cut
+    # seven cells of a ~900 px page at the app's type size: no line wider than its cell
+    width_px = PAGE_PX * (1 - 0.025 * 6) / 7
+    assert all(len(line) * 0.6 * type_size(viz.FONT_SIZE) <= width_px
+               for t in texts for line in t.split("<br>") if " " in t)
+    assert fig.layout.margin.t > short.layout.margin.t  # two more lines need room above the maps
+    assert [a.text for a in short.layout.annotations][1:] == ["M"] * 6
 
 
 def test_overlay_puts_the_map_over_the_image_with_the_opacity():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import textwrap
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -21,6 +22,8 @@ import plotly.graph_objects as go
 
 from .colour import FONT_SIZE, MASK_SCALE, signed_scale, type_size, value_range
 from .layout import base_layout, font, heatmap, image_axes, image_uri, side_colorbar, title_note
+
+PAGE_PX = 900  # the width a figure gets in the app's wide layout beside the sidebar, roughly
 
 
 @dataclass
@@ -92,7 +95,13 @@ def panels_figure(panels: Sequence[Panel], *, image: np.ndarray | None = None, i
     gap = 0.03 if image is None else 0.025
     width = (1.0 - gap * (n - 1)) / n
     titled = any(p.colorbar_title for p in panels)
-    bar_px, top_px = (66 if titled else 62), (70 if title else 42)
+    # A title wider than its cell would run into its neighbours' (six or seven cells on a page
+    # ~900 px wide leave ~110 px each): wrap it at spaces and raise the top margin to hold it.
+    fit = max(8, int(width * PAGE_PX / (0.6 * font_size)))
+    wrapped = {i: "<br>".join(textwrap.wrap(p.title, fit, break_long_words=False)) or p.title
+               for i, p in enumerate(panels)}
+    lines = max([t.count("<br>") + 1 for t in wrapped.values()] + [1])
+    bar_px, top_px = (66 if titled else 62), (70 if title else 42) + int((lines - 1) * font_size * 1.25)
     bottom = bar_px / height
     layout = base_layout(height, font_size, title=title, margin={"l": 10, "r": 10, "t": top_px, "b": 10})
     data, annotations = [], []
@@ -108,7 +117,9 @@ def panels_figure(panels: Sequence[Panel], *, image: np.ndarray | None = None, i
             continue
         panel = panels[i - (image is not None)]
         bar = {"orientation": "h", "x": x0 + width / 2, "xanchor": "center", "y": 0.0, "yanchor": "bottom",
-               "len": width * 0.9, "thickness": 12, "tickfont": font(font_size - 3), "outlinewidth": 0, "nticks": 5}
+               "len": width * 0.9, "thickness": 12, "tickfont": font(font_size - 3), "outlinewidth": 0, "nticks": 4,
+               # plotly turns crowded tick labels vertical, which pushes the bar's title up into the map
+               "tickangle": 0}
         if panel.colorbar_title:
             bar["title"] = {"text": panel.colorbar_title, "side": "top", "font": font(font_size - 3)}
         if panel.raw is not None:
@@ -119,7 +130,7 @@ def panels_figure(panels: Sequence[Panel], *, image: np.ndarray | None = None, i
             hover = {"value_name": panel.value_name}
         data.append(heatmap(panel.z, axis=axis, zmin=panel.zmin, zmax=panel.zmax, colorscale=panel.colorscale,
                             zmid=panel.zmid, colorbar=bar, **hover))
-        annotations.append(title_note(panel.title, x0 + width / 2, 1.0, font_size))
+        annotations.append(title_note(wrapped[i - (image is not None)], x0 + width / 2, 1.0, font_size))
     layout["annotations"] = annotations
     return go.Figure(data=data, layout=layout)
 
