@@ -14,7 +14,7 @@ from PIL import Image
 import resattn
 from resattn import stats, viz
 from resattn.viz.colour import type_size
-from resattn.viz.panels import PAGE_PX
+from resattn.viz.layout import CHAR_EM, PAGE_PX
 
 RNG = np.random.default_rng(0)
 
@@ -81,7 +81,7 @@ def test_long_panel_titles_wrap_within_their_cell_and_the_top_margin_makes_room(
     assert [t.replace("<br>", " ") for t in texts[1:]] == titles  # wrapped, never cut
     # seven cells of a ~900 px page at the app's type size: no line wider than its cell
     width_px = PAGE_PX * (1 - 0.025 * 6) / 7
-    assert all(len(line) * 0.6 * type_size(viz.FONT_SIZE) <= width_px
+    assert all(len(line) * CHAR_EM * type_size(viz.FONT_SIZE) <= width_px
                for t in texts for line in t.split("<br>") if " " in t)
     assert fig.layout.margin.t > short.layout.margin.t  # two more lines need room above the maps
     assert [a.text for a in short.layout.annotations][1:] == ["M"] * 6
@@ -159,6 +159,20 @@ def test_compare_grid_shares_colour_axes_and_marks_missing_masks():
     assert "<b>channel · ARL</b><br>dog 50%" in texts
     sizes = {a.font.size for a in fig.layout.annotations}
     assert min(sizes) >= viz.PROJECTOR_FONT_SIZE  # readable on a projector
+
+
+def test_compare_headers_wrap_long_class_names_within_their_column():
+    modules = ["stage1.1"]
+    names = ["mixed · ARL", "channel · ARL", "spatial · ARL", "mixed · NAL", "no attention", "A92 · ARL"]
+    short = [viz.CompareColumn(n, "cat<br>88%", {"stage1.1": RNG.random((8, 8))}) for n in names]
+    long = [viz.CompareColumn(n, "English springer<br>88%", {"stage1.1": RNG.random((8, 8))}) for n in names]
+    axes = {"coloraxis": viz.ColorAxis(0, 1, "M")}
+    narrow, wide = viz.compare_figure(long, modules, axes), viz.compare_figure(short, modules, axes)
+    headers = [a.text for a in narrow.layout.annotations if a.text.startswith("<b>")]
+    assert len(headers) == 6 and all(h.endswith("English<br>springer<br>88%") for h in headers)  # at the space
+    assert "<b>channel · ARL</b><br>" in headers[1]  # the name stays whole
+    assert [a.text for a in wide.layout.annotations][0] == "<b>mixed · ARL</b><br>cat<br>88%"  # short: as before
+    assert narrow.layout.height > wide.layout.height  # the fourth header line gets room above the maps
 
 
 def test_compare_grid_per_row_scales_put_a_colour_bar_beside_each_row():

@@ -20,7 +20,18 @@ from .colour import (
     type_size,
     value_range,
 )
-from .layout import base_layout, font, heatmap, image_axes, image_uri, side_colorbar, title_note, wrap_label
+from .layout import (
+    PAGE_PX,
+    base_layout,
+    fit_lines,
+    font,
+    heatmap,
+    image_axes,
+    image_uri,
+    side_colorbar,
+    title_note,
+    wrap_label,
+)
 
 # How the compare grid colours masks (the page's "Mask colour scale" choice).
 MASK_SCALES = {"row": "per module: the row's data range, by activation",
@@ -64,7 +75,11 @@ def compare_figure(columns: Sequence[CompareColumn], modules: Sequence[str], col
     hgap = 8 / width_px
     cell_w = (1 - left - right - hgap * (n_cols - 1)) / n_cols
     cell_px = cell_w * width_px
-    header_px = 3 * font_size * 1.25 + 12
+    # Headers (name, then the top class and its probability) wrap to their cell on a page of
+    # PAGE_PX: "English springer" beside "garbage truck" would otherwise run into each other.
+    headers = ["<br>".join(f"<b>{line}</b>" for line in fit_lines(c.title, cell_w * PAGE_PX, font_size).split("<br>"))
+               + "<br>" + fit_lines(c.subtitle, cell_w * PAGE_PX, font_size) for c in columns]
+    header_px = max([3] + [h.count("<br>") + 1 for h in headers]) * font_size * 1.25 + 12
     bars_px = (2.6 * font_size + 30) if full_bars else 0
     vgap_px = 10
     height = int(header_px + n_rows * cell_px + (n_rows - 1) * vgap_px + bars_px + 10)
@@ -74,7 +89,7 @@ def compare_figure(columns: Sequence[CompareColumn], modules: Sequence[str], col
     uri = image_uri(image) if image is not None else None
     for c, column in enumerate(columns):
         x0 = left + c * (cell_w + hgap)
-        annotations.append(title_note(f"<b>{column.title}</b><br>{column.subtitle}", x0 + cell_w / 2,
+        annotations.append(title_note(headers[c], x0 + cell_w / 2,
                                              top + 4 / height, font_size))
         for r, module in enumerate(modules):
             i = r * n_cols + c

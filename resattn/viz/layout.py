@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import textwrap
 
 import numpy as np
 
@@ -50,6 +51,22 @@ def wrap_label(label: str, width: int = 11) -> str:
     spaces = [i for i, ch in enumerate(label) if ch == " "]
     cut = min(spaces, key=lambda i: abs(i - len(label) / 2))
     return label[:cut] + "<br>" + label[cut + 1:]
+
+
+# The width a figure gets in the app's wide layout beside the sidebar, roughly: figures stretch
+# to the page, so text that must fit a cell is measured against this, not the figure's nominal width.
+PAGE_PX = 900
+CHAR_EM = 0.52  # the app's sans-serif averages about half an em per character
+
+
+def fit_lines(text: str, width_px: float, size: int) -> str:
+    """Wrap each line of `text` (lines joined by <br>) at spaces so that none is wider than
+    `width_px` at font `size` (a character taken as CHAR_EM of the size); words are never
+    cut, and a "name · name" pair (a column's attention · residual) is kept on one line."""
+    chars = max(6, int(width_px / (CHAR_EM * size)))
+    lines = (textwrap.wrap(line.replace(" · ", "\u00a0·\u00a0"), chars, break_long_words=False) or [line]
+             for line in text.split("<br>"))
+    return "<br>".join("<br>".join(parts) for parts in lines).replace("\u00a0·\u00a0", " · ")
 
 
 def image_axes(anchor: str, domain_x, domain_y, *, title: str | None = None, size: int = FONT_SIZE) -> tuple[dict, dict]:

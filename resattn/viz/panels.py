@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import textwrap
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -21,9 +20,17 @@ import numpy as np
 import plotly.graph_objects as go
 
 from .colour import FONT_SIZE, MASK_SCALE, signed_scale, type_size, value_range
-from .layout import base_layout, font, heatmap, image_axes, image_uri, side_colorbar, title_note
-
-PAGE_PX = 900  # the width a figure gets in the app's wide layout beside the sidebar, roughly
+from .layout import (
+    PAGE_PX,
+    base_layout,
+    fit_lines,
+    font,
+    heatmap,
+    image_axes,
+    image_uri,
+    side_colorbar,
+    title_note,
+)
 
 
 @dataclass
@@ -97,9 +104,7 @@ def panels_figure(panels: Sequence[Panel], *, image: np.ndarray | None = None, i
     titled = any(p.colorbar_title for p in panels)
     # A title wider than its cell would run into its neighbours' (six or seven cells on a page
     # ~900 px wide leave ~110 px each): wrap it at spaces and raise the top margin to hold it.
-    fit = max(8, int(width * PAGE_PX / (0.6 * font_size)))
-    wrapped = {i: "<br>".join(textwrap.wrap(p.title, fit, break_long_words=False)) or p.title
-               for i, p in enumerate(panels)}
+    wrapped = {i: fit_lines(p.title, width * PAGE_PX, font_size) for i, p in enumerate(panels)}
     lines = max([t.count("<br>") + 1 for t in wrapped.values()] + [1])
     bar_px, top_px = (66 if titled else 62), (70 if title else 42) + int((lines - 1) * font_size * 1.25)
     bottom = bar_px / height
