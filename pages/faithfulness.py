@@ -11,6 +11,7 @@ import streamlit as st
 from resattn import analysis, viz
 from resattn.analysis.reduce import ANALYSIS_REDUCTION_LABELS as REDUCTIONS
 from resattn.analysis.significance import band_verdict, difference_verdict
+from resattn.analysis.study import order_label
 from resattn.errors import ResattnError
 from ui import analysis_cache as analysed
 from ui import state
@@ -159,7 +160,7 @@ else:
     if module:
         wanted |= {f"mask:{module}:{reduction}", f"random_smooth:{module}"}
     chosen = [r for r in report if r["order"] in wanted]
-    tests_table = pd.DataFrame([{"order": r["order"], "images": int(r["n_images"]),
+    tests_table = pd.DataFrame([{"order": order_label(r["order"]), "images": int(r["n_images"]),
                                  "deletion AUC": float(r["deletion_auc"]), "deletion 95 % CI": (
                                      f"{float(r['deletion_low']):.3f} to {float(r['deletion_high']):.3f}"),
                                  "insertion AUC": float(r["insertion_auc"]), "insertion 95 % CI": (
@@ -172,7 +173,9 @@ else:
     for r in tests or []:
         if r["fill"] == baseline and r["order"] in wanted:
             better = "lower" if r["curve"] == "deletion" else "higher"
-            lines.append(difference_verdict(r["order"], r["reference"], f"{r['curve']} AUC", float(r["difference"]),
+            name = order_label(r["order"])
+            lines.append(difference_verdict(name[:1].upper() + name[1:], order_label(r["reference"]),
+                                            f"{r['curve']} AUC", float(r["difference"]),
                                             float(r["low"]), float(r["high"]), float(r["p_holm"]), better=better,
                                             n_images=int(r["n_images"])))
     st.markdown("\n".join(f"- {line}" for line in lines))

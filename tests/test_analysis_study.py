@@ -186,3 +186,16 @@ def test_the_first_principal_component_bounds_what_a_map_keeps():
     best = best_variance_kept(noisy)
     for reduction in ("mean", "top_channels"):
         assert torch.all(variance_kept(noisy, channel_weights(noisy, reduction, k=2)) <= best + 1e-6)
+
+
+def test_every_order_of_a_report_has_a_name_in_words():
+    modules = ["stage1.1", "stage3.1"]
+    labels = {order: study.order_label(order) for order in study.order_names(modules, modules)}
+    assert labels["mask:stage3.1:class_weighted"] == "the mask of stage3.1 (class-weighted channel sum)"
+    assert labels["random_smooth:stage1.1"] == "random smooth order (like stage1.1's mask)"
+    assert labels["random_pixel"] == "random order (pixel noise)"
+    assert labels["grad_cam_module:stage1.1"] == "Grad-CAM at stage1.1"
+    assert labels["abs_ig"] == "|IG|"
+    assert len(set(labels.values())) == len(labels)  # no two orders read alike
+    assert not any(":" in label or "_" in label for label in labels.values())  # no CSV ids left
+    assert study.order_label("something_new") == "something_new"  # unknown: shown as it is

@@ -413,10 +413,14 @@ def test_faithfulness_shows_the_dataset_tests(env, toy_report, monkeypatch):
     at = start("pages/faithfulness.py", {**FAST, "baseline": "impute"})
     assert_clean(at)
     shown = table(at, 2)
-    assert set(shown["order"]) == {"mask:stage3.1:mean", "abs_ig", "ig", "grad_cam", "occlusion", "random_pixel",
-                                   "random_smooth:stage3.1"}
+    # the orders in words, not the CSV's ids
+    assert set(shown["order"]) == {"the mask of stage3.1 (mean over channels)", "|IG|", "signed IG",
+                                   "Grad-CAM at the last stage", "Occlusion", "random order (pixel noise)",
+                                   "random smooth order (like stage3.1's mask)"}
     text = " ".join(m.value for m in at.markdown)
-    assert "mask:stage3.1:mean" in text and "random_smooth:stage3.1" in text and "Holm-corrected p" in text
+    assert "- The mask of stage3.1 (mean over channels) is " in text
+    assert "random smooth order (like stage3.1's mask)" in text and "Holm-corrected p" in text
+    assert "mask:stage3.1" not in text and "random_smooth:" not in text and "random_pixel" not in text
     at.radio(key="baseline").set_value("zeros").run()
     assert any("blurred and the imputed fills" in i.value for i in at.info)
 

@@ -142,7 +142,7 @@ def difference_verdict(name: str, reference: str, quantity: str, difference: flo
     """One sentence for a paired comparison (e.g. deletion AUC of a mask order minus that of
     a random order): `better` is "lower" or "higher", the direction a faithful map moves."""
     significant = math.isfinite(p) and p < alpha and (low > 0 or high < 0)
-    numbers = (f"{quantity} differs from {reference}'s by {difference:+.3f} (95 % CI {low:+.3f} to {high:+.3f}) "
+    numbers = (f"{quantity} differs from that of {reference} by {difference:+.3f} (95 % CI {low:+.3f} to {high:+.3f}) "
                f"over {n_images} images; Holm-corrected p = {format_p(p)}")
     if not significant:
         return f"{name} is not distinguishable from {reference}: {numbers}."

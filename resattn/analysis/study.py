@@ -37,7 +37,7 @@ from torch import nn
 
 from ..trace import attention_modules, trace
 from .agreement import DEFAULT_TOP_FRACTION, METRICS, rank_metrics, rng_for, tie_broken_ranks, to_grid
-from .attribution import REPORT_METHODS, mask_gradients, report_attributions
+from .attribution import REPORT_METHOD_LABELS, REPORT_METHODS, mask_gradients, report_attributions
 from .faithfulness import RANDOM, faithfulness, smooth_random_map
 from .interventions import cascade_steps, mask_replacement, randomise_mask_branches, replaced_mask
 from .nulls import (
@@ -51,6 +51,7 @@ from .nulls import (
     shuffle_offsets,
 )
 from .reduce import (
+    ANALYSIS_REDUCTION_LABELS,
     ANALYSIS_REDUCTIONS,
     TOP_CHANNELS,
     best_variance_kept,
@@ -102,6 +103,20 @@ def order_names(modules: list[str], all_modules: list[str]) -> list[str]:
     names += attribution_keys(modules)
     names += ["random_pixel"] + [f"random_smooth:{m}" for m in all_modules]
     return names
+
+
+def order_label(order: str) -> str:
+    """An order's name in words, for pages and sentences ("mask:stage3.1:mean" ->
+    "the mask of stage3.1 (mean over channels)"); an unknown name is returned as it is."""
+    kind, _, rest = order.partition(":")
+    if kind == "mask" and ":" in rest:
+        module, reduction = rest.split(":", 1)
+        return f"the mask of {module} ({ANALYSIS_REDUCTION_LABELS.get(reduction, reduction)})"
+    if kind == "random_smooth" and rest:
+        return f"random smooth order (like {rest}'s mask)"
+    if kind == "grad_cam_module" and rest:
+        return f"Grad-CAM at {rest}"
+    return {"random_pixel": "random order (pixel noise)"}.get(order, REPORT_METHOD_LABELS.get(order, order))
 
 
 def image_seed(settings: StudySettings, index: int, *keys) -> int:
