@@ -77,9 +77,9 @@ def compare_figure(columns: Sequence[CompareColumn], modules: Sequence[str], col
     cell_px = cell_w * width_px
     # Headers (name, then the top class and its probability) wrap to their cell on a page of
     # PAGE_PX: "English springer" beside "garbage truck" would otherwise run into each other.
-    headers = ["<br>".join(f"<b>{line}</b>" for line in fit_lines(c.title, cell_w * PAGE_PX, font_size).split("<br>"))
-               + "<br>" + fit_lines(c.subtitle, cell_w * PAGE_PX, font_size) for c in columns]
-    header_px = max([3] + [h.count("<br>") + 1 for h in headers]) * font_size * 1.25 + 12
+    headers = [[f"<b>{line}</b>" for line in fit_lines(c.title, cell_w * PAGE_PX, font_size)]
+               + fit_lines(c.subtitle, cell_w * PAGE_PX, font_size) for c in columns]
+    header_px = max([3] + [len(lines) for lines in headers]) * font_size * 1.25 + 12
     bars_px = (2.6 * font_size + 30) if full_bars else 0
     vgap_px = 10
     height = int(header_px + n_rows * cell_px + (n_rows - 1) * vgap_px + bars_px + 10)
@@ -89,7 +89,7 @@ def compare_figure(columns: Sequence[CompareColumn], modules: Sequence[str], col
     uri = image_uri(image) if image is not None else None
     for c, column in enumerate(columns):
         x0 = left + c * (cell_w + hgap)
-        annotations.append(title_note(headers[c], x0 + cell_w / 2,
+        annotations.append(title_note("<br>".join(headers[c]), x0 + cell_w / 2,
                                              top + 4 / height, font_size))
         for r, module in enumerate(modules):
             i = r * n_cols + c

@@ -59,14 +59,14 @@ PAGE_PX = 900
 CHAR_EM = 0.52  # the app's sans-serif averages about half an em per character
 
 
-def fit_lines(text: str, width_px: float, size: int) -> str:
-    """Wrap each line of `text` (lines joined by <br>) at spaces so that none is wider than
-    `width_px` at font `size` (a character taken as CHAR_EM of the size); words are never
-    cut, and a "name · name" pair (a column's attention · residual) is kept on one line."""
+def fit_lines(text: str, width_px: float, size: int) -> list[str]:
+    """The lines of `text` (lines joined by <br>), each wrapped at spaces so that none is
+    wider than `width_px` at font `size` (a character taken as CHAR_EM of the size); words
+    are never cut, and a "name · name" pair (a column's attention · residual) stays on one line."""
     chars = max(6, int(width_px / (CHAR_EM * size)))
-    lines = (textwrap.wrap(line.replace(" · ", "\u00a0·\u00a0"), chars, break_long_words=False) or [line]
-             for line in text.split("<br>"))
-    return "<br>".join("<br>".join(parts) for parts in lines).replace("\u00a0·\u00a0", " · ")
+    keep = "\u00a0·\u00a0"  # textwrap does not break at a no-break space
+    return [part.replace(keep, " · ") for line in text.split("<br>")
+            for part in textwrap.wrap(line.replace(" · ", keep), chars, break_long_words=False) or [line]]
 
 
 def image_axes(anchor: str, domain_x, domain_y, *, title: str | None = None, size: int = FONT_SIZE) -> tuple[dict, dict]:

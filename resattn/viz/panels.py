@@ -104,8 +104,8 @@ def panels_figure(panels: Sequence[Panel], *, image: np.ndarray | None = None, i
     titled = any(p.colorbar_title for p in panels)
     # A title wider than its cell would run into its neighbours' (six or seven cells on a page
     # ~900 px wide leave ~110 px each): wrap it at spaces and raise the top margin to hold it.
-    wrapped = {i: fit_lines(p.title, width * PAGE_PX, font_size) for i, p in enumerate(panels)}
-    lines = max([t.count("<br>") + 1 for t in wrapped.values()] + [1])
+    titles = [fit_lines(p.title, width * PAGE_PX, font_size) for p in panels]
+    lines = max((len(t) for t in titles), default=1)
     bar_px, top_px = (66 if titled else 62), (70 if title else 42) + int((lines - 1) * font_size * 1.25)
     bottom = bar_px / height
     layout = base_layout(height, font_size, title=title, margin={"l": 10, "r": 10, "t": top_px, "b": 10})
@@ -135,7 +135,7 @@ def panels_figure(panels: Sequence[Panel], *, image: np.ndarray | None = None, i
             hover = {"value_name": panel.value_name}
         data.append(heatmap(panel.z, axis=axis, zmin=panel.zmin, zmax=panel.zmax, colorscale=panel.colorscale,
                             zmid=panel.zmid, colorbar=bar, **hover))
-        annotations.append(title_note(wrapped[i - (image is not None)], x0 + width / 2, 1.0, font_size))
+        annotations.append(title_note("<br>".join(titles[i - (image is not None)]), x0 + width / 2, 1.0, font_size))
     layout["annotations"] = annotations
     return go.Figure(data=data, layout=layout)
 
